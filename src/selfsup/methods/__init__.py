@@ -1,0 +1,6 @@
+"""Methods: small modules that turn a batch of views into ``(loss, metrics)``."""
+
+from selfsup.methods.registry import METHODS, build_method
+from selfsup.methods.simclr import SimCLR
+
+__all__ = ["METHODS", "SimCLR", "build_method"]

@@ -1,0 +1,151 @@
+"""The ``selfsup`` command line: thin argparse subcommands over the Python API.
+
+Every subcommand parses, builds a config, calls one stage and prints a
+result; a :class:`~selfsup.errors.SelfsupError` is printed as one line
+(``error: ...``) with exit status 2, never as a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from selfsup.errors import SelfsupError
+
+EPILOG = """Any config key can be overridden as --section.key value, e.g.
+  selfsup pretrain --config simclr-fashion-mnist --train.epochs 20 --data.root data/fashion-mnist
+Sections: data, augment, model, method, optim, train, eval, run."""
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="selfsup", description="Self-supervised contrastive "
+                                "representation learning: pretrain, evaluate, export.")
+    p.add_argument("--version", action="store_true", help="print the version and exit")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+
+    pre = sub.add_parser("pretrain", help="pretrain an encoder (SimCLR, ...)", epilog=EPILOG,
+                         formatter_class=argparse.RawDescriptionHelpFormatter,
+                         allow_abbrev=False)
+    pre.add_argument("--config", default=None,
+                     help="a preset name (see `selfsup presets`) or a YAML file")
+    pre.add_argument("--resume", metavar="RUN", default=None,
+                     help="continue the run in folder RUN from its last checkpoint")
+
+    for name, helptext in (("knn", "weighted k-NN accuracy of a run's frozen backbone"),
+                           ("linear", "linear probe on a run's frozen features")):
+        e = sub.add_parser(name, help=helptext, allow_abbrev=False,
+                           epilog="Extra --section.key value pairs override the run's config "
+                           "(e.g. --data.root DIR).")
+        e.add_argument("run", metavar="RUN", help="run folder")
+        e.add_argument("--checkpoint", default="last.pt", help="file in RUN/checkpoints")
+        e.add_argument("--device", default=None, help="cpu | cuda (default: the run's)")
+        if name == "knn":
+            e.add_argument("--k", type=int, default=200, help="neighbours (default 200)")
+            e.add_argument("--temperature", type=float, default=0.1,
+                           help="vote temperature T, weight exp(sim/T) (default 0.1)")
+        else:
+            e.add_argument("--epochs", type=int, default=100)
+            e.add_argument("--lr", type=float, default=0.1)
+            e.add_argument("--batch-size", type=int, default=256)
+            e.add_argument("--weight-decay", type=float, default=0.0)
+            e.add_argument("--seed", type=int, default=0)
+
+    ex = sub.add_parser("export", help="write RUN/export/model.safetensors + config.json")
+    ex.add_argument("run", metavar="RUN", help="run folder")
+    ex.add_argument("--out", default=None, help="output folder (default RUN/export)")
+    ex.add_argument("--checkpoint", default="last.pt", help="file in RUN/checkpoints")
+
+    sub.add_parser("presets", help="list the YAML presets shipped with selfsup")
+    pl = sub.add_parser("plot", help="draw RUN/plots/training.png from the run's metrics")
+    pl.add_argument("run", metavar="RUN", help="run folder")
+    return p
+
+
+def _pretrain(args, extra: list[str]) -> int:
+    from selfsup.config import load_config
+    from selfsup.eval.protocols import describe
+    from selfsup.experiment import run_config
+    from selfsup.train import pretrain
+
+    if args.resume:
+        if args.config:
+            raise SelfsupError("--resume takes the run's own config; drop --config")
+        cfg = run_config(args.resume, extra)
+        run_dir = pretrain(cfg, run_dir=args.resume, resume=True)
+    else:
+        cfg = load_config(args.config or "quickstart", extra)
+        run_dir = pretrain(cfg)
+    summary = json.loads((Path(run_dir) / "summary.json").read_text())
+    print(f"run folder: {run_dir}")
+    print(f"trained {summary['epochs']:.2f} epochs ({summary['steps']} steps) in "
+          f"{summary['train_s']:.0f} s, final loss {summary['final_loss']:.4f}")
+    if "final_knn_top1" in summary:
+        rec = {"protocol": {"name": "knn", "k": cfg.eval.knn_k,
+                            "temperature": cfg.eval.knn_temperature},
+               "dataset": cfg.data.dataset, "method": cfg.method.name,
+               "backbone": f"{cfg.model.backbone} {cfg.model.stem} w{cfg.model.width:g}",
+               "pretrain_epochs": summary["epochs"], "top1": summary["final_knn_top1"],
+               "top5": summary["final_knn_top5"], "train_images": summary.get("train_images"),
+               "test_images": summary.get("test_images")}
+        print(describe(rec))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _parser()
+    args, extra = parser.parse_known_args(argv)
+    if args.version:
+        from selfsup import __version__
+
+        print(__version__)
+        return 0
+    if args.command is None:
+        parser.print_help()
+        return 0
+    try:
+        if args.command == "pretrain":
+            return _pretrain(args, extra)
+        if extra and args.command in ("export", "presets", "plot"):
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
+        if args.command == "knn":
+            from selfsup.eval.protocols import describe, evaluate_knn
+
+            rec = evaluate_knn(args.run, k=args.k, temperature=args.temperature, overrides=extra,
+                               checkpoint=args.checkpoint, device=args.device)
+            print(describe(rec))
+        elif args.command == "linear":
+            from selfsup.eval.protocols import describe, evaluate_linear
+            from selfsup.train.supervised import SupervisedRecipe
+
+            recipe = SupervisedRecipe(epochs=args.epochs, lr=args.lr, batch_size=args.batch_size,
+                                      weight_decay=args.weight_decay, seed=args.seed)
+            rec = evaluate_linear(args.run, recipe, overrides=extra, checkpoint=args.checkpoint,
+                                  device=args.device)
+            print(describe(rec))
+        elif args.command == "export":
+            from selfsup.export import export_run
+
+            out = export_run(args.run, args.out, checkpoint=args.checkpoint)
+            print(f"exported backbone to {out}/model.safetensors and {out}/config.json")
+        elif args.command == "presets":
+            from selfsup.config import preset_names
+
+            print("\n".join(preset_names()))
+        elif args.command == "plot":
+            from selfsup.plots import plot_run
+
+            out = plot_run(args.run)
+            print(out if out else "nothing to plot (no metrics, or matplotlib missing)")
+    except SelfsupError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted; resume with: selfsup pretrain --resume RUN", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

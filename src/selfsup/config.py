@@ -1,0 +1,315 @@
+"""Typed configuration: dataclasses, YAML presets, ``--section.key value`` overrides.
+
+A run is fully described by one :class:`Config`; its resolved form is written
+to ``config.yaml`` in every run folder, so any run can be repeated or resumed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any, Union
+
+import yaml
+
+from selfsup.errors import ConfigError
+
+
+@dataclass
+class DataConfig:
+    dataset: str = "fashion-mnist-sample"  # registry name (see selfsup.data)
+    root: str | None = None  # folder with the data set's files
+    train_split: str = "train"  # pretraining split (stl10: train+unlabeled)
+    download: bool = False  # fetch missing files (checksummed) into root or the cache
+    size: int | None = None  # training input side; None = the images' own size
+    on_device: bool = True  # hold the uint8 set on the training device
+    normalization: str | None = None  # name in augment.NORMALIZATION; None = the data set's
+
+
+@dataclass
+class AugmentConfig:
+    recipe: str = "simclr"  # simclr | moco_v1 | moco_v2
+    strength: float = 0.5  # SimCLR colour strength s (0.5 for 32 px sets, 1.0 ImageNet)
+    blur: bool | None = None  # None: on above 32 px, off at 32 px and below (SimCLR)
+    crop_scale: tuple[float, float] = (0.08, 1.0)
+
+
+@dataclass
+class ModelConfig:
+    backbone: str = "resnet18"
+    width: float = 1.0
+    stem: str = "cifar"  # cifar: 3x3 stride-1 conv, no max-pool (SimCLR B.9)
+    sk_ratio: float = 0.0
+    head_layers: int = 2  # 2: SimCLR v1, 3: SimCLR v2
+    head_hidden: int | None = None  # None = the backbone's feature dim
+    out_dim: int = 128
+
+
+@dataclass
+class MethodConfig:
+    name: str = "simclr"
+    temperature: float = 0.5
+
+
+@dataclass
+class OptimConfig:
+    optimizer: str = "lars"  # lars | sgd | adamw
+    lr: float | None = None  # None: base_lr scaled by lr_scaling
+    base_lr: float = 0.3
+    lr_scaling: str = "linear"  # linear: base*B/256 | sqrt: base*sqrt(B) | none
+    weight_decay: float = 1e-6
+    momentum: float = 0.9
+    schedule: str = "warmup_cosine"  # warmup_cosine | step | constant
+    warmup_epochs: float = 10.0
+    final_lr: float = 0.0
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 100
+    batch_size: int = 256  # global batch (all ranks together)
+    seed: int = 0
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    precision: str = "auto"  # auto (bf16 on CUDA, fp32 on CPU) | bf16 | fp32
+    compile: bool = False
+    channels_last: bool = False
+    max_time_s: float | None = None  # wall-clock budget; stops cleanly with a checkpoint
+    num_threads: int | None = None  # CPU threads (torch.set_num_threads)
+
+
+@dataclass
+class EvalConfig:
+    knn_every: int = 10  # epochs between k-NN monitors (0: only at the end, -1: never)
+    knn_k: int = 200
+    knn_temperature: float = 0.1
+    batch_size: int = 512
+
+
+@dataclass
+class RunConfig:
+    out_dir: str = "runs"
+    name: str | None = None  # default: <method>-<dataset>-<time>
+    checkpoint_every: int = 0  # also keep checkpoints/epoch_<N>.pt every N epochs
+    checkpoint_steps: int = 0  # also write last.pt every N steps (mid-epoch resume)
+    log_every: int = 20  # steps between metric syncs (each is one host sync)
+    tensorboard: bool = False
+    progress: bool = True
+
+
+@dataclass
+class Config:
+    data: DataConfig = field(default_factory=DataConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    method: MethodConfig = field(default_factory=MethodConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    run: RunConfig = field(default_factory=RunConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return _plain(dataclasses.asdict(self))
+
+
+def _plain(x: Any) -> Any:
+    if isinstance(x, dict):
+        return {k: _plain(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_plain(v) for v in x]
+    return x
+
+
+def _coerce(value: Any, tp: Any, key: str) -> Any:
+    """Check ``value`` against the annotation ``tp``; ints pass for floats, lists for tuples."""
+    origin = typing.get_origin(tp)
+    if origin in (Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for a in args:
+            if a is type(None):
+                continue
+            try:
+                return _coerce(value, a, key)
+            except ConfigError as e:
+                errors.append(str(e))
+        raise ConfigError(errors[0])
+    if origin is tuple:
+        args = typing.get_args(tp)
+        if not isinstance(value, (list, tuple)) or len(value) != len(args):
+            raise ConfigError(f"config key {key} expects a list of {len(args)} values, got {value!r}")
+        return tuple(_coerce(v, a, key) for v, a in zip(value, args))
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+    elif tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    elif tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+    elif tp is str:
+        if isinstance(value, str):
+            return value
+    else:  # pragma: no cover - only the types above are used in the dataclasses
+        return value
+    raise ConfigError(f"config key {key} expects {tp.__name__}, got {value!r}")
+
+
+def _build(cls: type, data: dict[str, Any], prefix: str) -> Any:
+    if not isinstance(data, dict):
+        raise ConfigError(f"config section {prefix.rstrip('.') or '<root>'} must be a mapping")
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    kwargs = {}
+    for key, value in data.items():
+        if key not in names:
+            close = difflib.get_close_matches(str(key), names, n=1)
+            hint = f" (did you mean {prefix}{close[0]}?)" if close else ""
+            raise ConfigError(f"unknown config key {prefix}{key}{hint}")
+        tp = hints[key]
+        if dataclasses.is_dataclass(tp):
+            kwargs[key] = _build(tp, value, f"{prefix}{key}.")
+        else:
+            kwargs[key] = _coerce(value, tp, f"{prefix}{key}")
+    return cls(**kwargs)
+
+
+def _merge(base: dict, update: dict) -> dict:
+    out = dict(base)
+    for k, v in update.items():
+        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def preset_names() -> list[str]:
+    """Names of the YAML presets shipped inside the package."""
+    folder = resources.files("selfsup") / "configs"
+    return sorted(p.name[:-5] for p in folder.iterdir() if p.name.endswith(".yaml"))
+
+
+def _read_yaml(name_or_path: str | Path) -> dict:
+    path = Path(name_or_path)
+    if path.suffix in (".yaml", ".yml") or path.exists():
+        if not path.is_file():
+            raise ConfigError(f"config file not found: {path}")
+        text = path.read_text()
+    else:
+        preset = resources.files("selfsup") / "configs" / f"{name_or_path}.yaml"
+        if not preset.is_file():
+            raise ConfigError(
+                f"unknown config {name_or_path!r}: not a file and not a preset "
+                f"({', '.join(preset_names())})"
+            )
+        text = preset.read_text()
+    try:
+        data = yaml.safe_load(text) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{name_or_path}: invalid YAML: {str(e).splitlines()[0]}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{name_or_path}: a config must be a YAML mapping")
+    return data
+
+
+def parse_overrides(pairs: list[str]) -> dict:
+    """``["--train.epochs", "5", "--data.root=/x"]`` -> nested dict with YAML-typed values."""
+    out: dict = {}
+    i = 0
+    while i < len(pairs):
+        arg = pairs[i]
+        if not arg.startswith("--") or len(arg) < 3:
+            raise ConfigError(f"expected --section.key value, got {arg!r}")
+        key, eq, raw = arg[2:].partition("=")
+        if not eq:
+            if i + 1 >= len(pairs):
+                raise ConfigError(f"missing value for --{key}")
+            raw = pairs[i + 1]
+            i += 1
+        i += 1
+        try:
+            value = yaml.safe_load(raw) if raw != "" else None
+        except yaml.YAMLError:
+            value = raw
+        node = out
+        parts = key.split(".")
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+        node[parts[-1]] = value
+    return out
+
+
+def load_config(
+    name_or_path: str | Path | None = None,
+    overrides: dict | list[str] | None = None,
+) -> Config:
+    """Defaults, then a preset or YAML file, then overrides; validated."""
+    data: dict = {}
+    if name_or_path is not None:
+        data = _read_yaml(name_or_path)
+    if overrides:
+        upd = parse_overrides(overrides) if isinstance(overrides, list) else overrides
+        data = _merge(data, upd)
+    cfg = _build(Config, data, "")
+    validate(cfg)
+    return cfg
+
+
+def save_config(cfg: Config, path: str | Path) -> None:
+    Path(path).write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+
+
+def _require(cond: bool, message: str) -> None:
+    if not cond:
+        raise ConfigError(message)
+
+
+def validate(cfg: Config) -> None:
+    """Value checks that types alone cannot express; each names the key and value."""
+    t, o, m = cfg.train, cfg.optim, cfg.model
+    _require(t.batch_size >= 2, f"train.batch_size must be >= 2 (negatives), got {t.batch_size}")
+    _require(t.epochs >= 1, f"train.epochs must be >= 1, got {t.epochs}")
+    _require(t.precision in ("auto", "bf16", "fp32"),
+             f"train.precision must be auto, bf16 or fp32, got {t.precision!r}")
+    _require(t.max_time_s is None or t.max_time_s > 0,
+             f"train.max_time_s must be > 0, got {t.max_time_s}")
+    _require(o.lr is None or o.lr > 0, f"optim.lr must be > 0, got {o.lr}")
+    _require(o.base_lr > 0, f"optim.base_lr must be > 0, got {o.base_lr}")
+    _require(o.weight_decay >= 0, f"optim.weight_decay must be >= 0, got {o.weight_decay}")
+    _require(0 <= o.momentum < 1, f"optim.momentum must be in [0, 1), got {o.momentum}")
+    _require(o.warmup_epochs >= 0, f"optim.warmup_epochs must be >= 0, got {o.warmup_epochs}")
+    _require(o.optimizer in ("lars", "sgd", "adamw"),
+             f"optim.optimizer must be lars, sgd or adamw, got {o.optimizer!r}")
+    _require(o.schedule in ("warmup_cosine", "step", "constant"),
+             f"optim.schedule must be warmup_cosine, step or constant, got {o.schedule!r}")
+    _require(o.lr_scaling in ("linear", "sqrt", "none"),
+             f"optim.lr_scaling must be linear, sqrt or none, got {o.lr_scaling!r}")
+    _require(cfg.method.temperature > 0,
+             f"method.temperature must be > 0, got {cfg.method.temperature}")
+    _require(m.width > 0, f"model.width must be > 0, got {m.width}")
+    _require(m.head_layers >= 1, f"model.head_layers must be >= 1, got {m.head_layers}")
+    _require(m.out_dim >= 1, f"model.out_dim must be >= 1, got {m.out_dim}")
+    _require(cfg.data.size is None or cfg.data.size >= 8,
+             f"data.size must be >= 8, got {cfg.data.size}")
+    _require(cfg.eval.knn_k >= 1, f"eval.knn_k must be >= 1, got {cfg.eval.knn_k}")
+    _require(cfg.eval.knn_temperature > 0,
+             f"eval.knn_temperature must be > 0, got {cfg.eval.knn_temperature}")
+    _require(cfg.run.log_every >= 1, f"run.log_every must be >= 1, got {cfg.run.log_every}")
+
+
+def base_lr_for(cfg: Config) -> float:
+    """SimCLR's rule: lr = 0.3 x B/256 (linear) or 0.075 x sqrt(B) (sqrt, SimCLR v2)."""
+    o = cfg.optim
+    if o.lr is not None:
+        return o.lr
+    b = cfg.train.batch_size
+    if o.lr_scaling == "linear":
+        return o.base_lr * b / 256
+    if o.lr_scaling == "sqrt":
+        return o.base_lr * b**0.5
+    return o.base_lr

@@ -1,0 +1,49 @@
+"""Frozen features h = f(x) of a whole image set, in eval mode, without gradient."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch import Tensor, nn
+from tqdm.auto import tqdm
+
+
+@torch.no_grad()
+def extract_features(
+    backbone: nn.Module,
+    images: Tensor,
+    transform: Callable[[Tensor], Tensor],
+    *,
+    batch_size: int = 512,
+    device: torch.device | str | None = None,
+    progress: bool = False,
+    desc: str = "features",
+) -> Tensor:
+    """Features (N, D) float32 of uint8 ``images`` (N, C, H, W) on ``device``.
+
+    ``transform`` maps a uint8 batch on the device to the network input
+    (the eval recipe: resize + normalise). The backbone's train/eval mode is
+    restored afterwards, so a monitor inside training leaves BN as it was.
+    """
+    if device is None:
+        device = next(backbone.parameters()).device
+    was_training = backbone.training
+    backbone.eval()
+    out = []
+    try:
+        steps = range(0, len(images), batch_size)
+        for i in tqdm(steps, desc=desc, disable=not progress, leave=False):
+            x = transform(images[i : i + batch_size].to(device, non_blocking=True))
+            with _autocast(device):
+                out.append(backbone(x).float())
+    finally:
+        backbone.train(was_training)
+    return torch.cat(out)
+
+
+def _autocast(device: torch.device | str):
+    dev = torch.device(device)
+    if dev.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return torch.autocast("cpu", enabled=False)

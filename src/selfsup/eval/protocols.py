@@ -1,0 +1,103 @@
+"""Run-level evaluation: the protocols of PROTOCOLS.md applied to a run folder.
+
+Each writes ``<run>/eval/<protocol>.json`` and returns the same record, with
+the protocol spelled out so a number is never quoted without it.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+
+from selfsup.errors import DataError
+from selfsup.eval.features import extract_features
+from selfsup.eval.knn import knn_accuracy
+from selfsup.eval.linear import linear_probe
+from selfsup.experiment import eval_augmentation, load_data, load_run_backbone, resolve_device
+from selfsup.train.supervised import SupervisedRecipe
+
+
+def _features(run_dir, overrides, checkpoint, device, progress):
+    backbone, cfg, meta = load_run_backbone(run_dir, _cfg(run_dir, overrides), checkpoint)
+    data = load_data(cfg)
+    if data.test is None or data.memory.labels is None or data.test.labels is None:
+        raise DataError(f"{cfg.data.dataset}: evaluation needs labelled train and test splits")
+    dev = resolve_device(device or cfg.train.device)
+    backbone.to(dev)
+    tf = eval_augmentation(data)
+    gen = torch.Generator(device=dev)
+
+    def transform(x):
+        return tf(x, gen)
+
+    feats = [extract_features(backbone, s.images, transform, batch_size=cfg.eval.batch_size,
+                              device=dev, progress=progress, desc=f"features {name}")
+             for name, s in (("train", data.memory), ("test", data.test))]
+    n_classes = int(max(data.memory.labels.max(), data.test.labels.max())) + 1
+    return backbone, cfg, meta, data, feats, n_classes
+
+
+def _cfg(run_dir, overrides):
+    from selfsup.experiment import run_config
+
+    return run_config(run_dir, overrides)
+
+
+def _record(run_dir, cfg, meta, data, protocol: dict, result: dict, name: str) -> dict:
+    rec = {
+        "run": str(run_dir), "method": cfg.method.name, "dataset": cfg.data.dataset,
+        "backbone": f"{cfg.model.backbone} {cfg.model.stem} w{cfg.model.width:g}",
+        "pretrain_epochs": meta.get("epoch"), "train_images": len(data.memory),
+        "test_images": len(data.test), "protocol": protocol, **result,
+    }
+    out = Path(run_dir) / "eval" / f"{name}.json"
+    out.parent.mkdir(exist_ok=True)
+    out.write_text(json.dumps(rec, indent=2))
+    return rec
+
+
+def evaluate_knn(run_dir: str | Path, *, k: int = 200, temperature: float = 0.1,
+                 overrides: list[str] | None = None, checkpoint: str = "last.pt",
+                 device: str | None = None, progress: bool = True) -> dict:
+    """``knn-200``: weighted k-NN on frozen h, train split as memory, test split as queries."""
+    _, cfg, meta, data, (tr, te), nc = _features(run_dir, overrides, checkpoint, device, progress)
+    acc = knn_accuracy(tr, data.memory.labels, te, data.test.labels, nc, k=k,
+                       temperature=temperature)
+    protocol = {"name": f"knn-{k}", "k": k, "temperature": temperature,
+                "features": "backbone h, eval transform, L2-normalised, cosine",
+                "memory": "train split", "queries": "test split"}
+    return _record(run_dir, cfg, meta, data, protocol, acc, f"knn-{k}")
+
+
+def evaluate_linear(run_dir: str | Path, recipe: SupervisedRecipe | None = None, *,
+                    overrides: list[str] | None = None, checkpoint: str = "last.pt",
+                    device: str | None = None, progress: bool = True) -> dict:
+    """``linear-feat``: a linear classifier on frozen, standardised train features."""
+    backbone, cfg, meta, data, (tr, te), nc = _features(run_dir, overrides, checkpoint, device,
+                                                        progress)
+    before = {k: v.clone() for k, v in backbone.state_dict().items()}
+    res = linear_probe(tr, data.memory.labels, te, data.test.labels, nc, recipe, progress=progress)
+    after = backbone.state_dict()
+    if not all(torch.equal(before[k], after[k]) for k in before):
+        raise RuntimeError("the backbone changed during the linear probe")
+    res["backbone_unchanged"] = True
+    protocol = {"name": "linear-feat", **res.pop("recipe"),
+                "features": "backbone h of the un-augmented train split, computed once"}
+    return _record(run_dir, cfg, meta, data, protocol, res, "linear-feat")
+
+
+def describe(rec: dict) -> str:
+    """One line: the number and its protocol."""
+    p = rec["protocol"]
+    if p["name"].startswith("knn"):
+        how = f"k-NN k={p['k']} T={p['temperature']}"
+    else:
+        how = (f"linear probe ({p['optimizer']} lr {p['lr']} {p['epochs']} ep batch "
+               f"{p['batch_size']}, standardised features)")
+    ep = rec.get("pretrain_epochs")
+    ep_s = f"{ep:.1f}" if isinstance(ep, (int, float)) else "?"
+    return (f"{how} on {rec['dataset']} ({rec['train_images']} train / {rec['test_images']} test), "
+            f"{rec['method']} {rec['backbone']} after {ep_s} epochs: "
+            f"top-1 {100 * rec['top1']:.2f}%  top-5 {100 * rec['top5']:.2f}%")

@@ -1,0 +1,33 @@
+"""The k-NN monitor run during pretraining (``knn-200`` in PROTOCOLS.md)."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from selfsup.config import Config
+from selfsup.eval.features import extract_features
+from selfsup.eval.knn import knn_accuracy
+
+
+def knn_monitor(backbone: nn.Module, data, transform, cfg: Config, device: torch.device) -> dict:
+    """Weighted k-NN top-1/top-5 of the frozen backbone: train split as memory, test as queries.
+
+    Cheap enough to run every few epochs (InstDisc; MoCo's CIFAR demo).
+    """
+    e = cfg.eval
+    tf = transform.__call__ if hasattr(transform, "__call__") else transform
+    train = extract_features(backbone, data.memory.images, lambda x: _eval(tf, x),
+                             batch_size=e.batch_size, device=device)
+    test = extract_features(backbone, data.test.images, lambda x: _eval(tf, x),
+                            batch_size=e.batch_size, device=device)
+    n_classes = int(max(data.memory.labels.max(), data.test.labels.max())) + 1
+    acc = knn_accuracy(train, data.memory.labels, test, data.test.labels, n_classes,
+                       k=e.knn_k, temperature=e.knn_temperature)
+    return {"knn_top1": acc["top1"], "knn_top5": acc["top5"], "knn_k": e.knn_k,
+            "knn_t": e.knn_temperature}
+
+
+def _eval(tf, x):
+    # the eval recipe draws no randomness; a fixed generator keeps the call signature uniform
+    return tf(x, torch.Generator(device=x.device))

@@ -1,0 +1,207 @@
+"""The one pretraining loop, for every method.
+
+A method is a module mapping a list of views to ``(loss, metrics)`` (with an
+optional ``after_step(step, total_steps)`` hook for momentum encoders and
+queues); the loop owns data, augmentation, optimisation, schedules, logging,
+checkpoints and the k-NN monitor. Read it top to bottom.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from datetime import datetime
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+
+from selfsup import __version__
+from selfsup.config import Config, base_lr_for, save_config
+from selfsup.data.loader import ResidentLoader
+from selfsup.distributed import is_main_process, rank, world_size
+from selfsup.errors import ConfigError, TrainingError
+from selfsup.experiment import (
+    eval_augmentation,
+    load_data,
+    make_backbone,
+    resolve_device,
+    train_augmentation,
+)
+from selfsup.methods import build_method
+from selfsup.train.checkpoint import atomic_save, load_checkpoint, rng_state, set_rng_state
+from selfsup.train.logging import MetricsLogger
+from selfsup.train.monitor import knn_monitor
+from selfsup.train.optim import build_optimizer
+from selfsup.train.schedule import step_decay, warmup_cosine
+
+
+def lr_at(cfg: Config, step: int, total: int, steps_per_epoch: int) -> float:
+    base = base_lr_for(cfg)
+    o = cfg.optim
+    if o.schedule == "warmup_cosine":
+        warmup = int(o.warmup_epochs * steps_per_epoch)
+        return warmup_cosine(step, total, min(warmup, total), base, o.final_lr)
+    if o.schedule == "step":
+        return step_decay(step, total, base)
+    return base
+
+
+def new_run_dir(cfg: Config) -> Path:
+    name = cfg.run.name or (
+        f"{cfg.method.name}-{cfg.data.dataset}-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
+    )
+    path = Path(cfg.run.out_dir) / name
+    if (path / "checkpoints" / "last.pt").exists():
+        raise ConfigError(f"run folder {path} already holds a run: resume it with --resume "
+                          f"{path}, or pick another --run.name")
+    return path
+
+
+def _precision(cfg: Config, device: torch.device) -> torch.dtype | None:
+    p = cfg.train.precision
+    if p == "auto":
+        p = "bf16" if device.type == "cuda" else "fp32"
+    return torch.bfloat16 if p == "bf16" else None
+
+
+def pretrain(cfg: Config, *, run_dir: str | Path | None = None, resume: bool = False) -> Path:
+    """Pretrain ``cfg``'s method; returns the run folder. ``resume`` continues ``run_dir``."""
+    t, r = cfg.train, cfg.run
+    if t.num_threads:
+        torch.set_num_threads(t.num_threads)
+    device = resolve_device(t.device)
+    torch.manual_seed(t.seed + rank())
+    if t.batch_size % world_size():
+        raise ConfigError(f"train.batch_size {t.batch_size} is not divisible by the world size "
+                          f"{world_size()}")
+
+    data = load_data(cfg, need_test=cfg.eval.knn_every >= 0)
+    augment, eval_tf = train_augmentation(cfg, data), eval_augmentation(data)
+    loader = ResidentLoader(data.train.images, t.batch_size, seed=t.seed, rank=rank(),
+                            world=world_size(), device=device if cfg.data.on_device else "cpu")
+    model = build_method(cfg, make_backbone(cfg, data.channels)).to(device)
+    if t.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    optimizer = build_optimizer(cfg.optim.optimizer, model, base_lr_for(cfg),
+                                cfg.optim.weight_decay, cfg.optim.momentum)
+
+    run_dir = Path(run_dir) if run_dir is not None else new_run_dir(cfg)
+    start_step = 0
+    if resume:
+        ckpt = load_checkpoint(run_dir / "checkpoints" / "last.pt", map_location=device)
+        model.load_state_dict(ckpt["model"])
+        optimizer.load_state_dict(ckpt["optimizer"])
+        set_rng_state(ckpt["rng"])
+        start_step = int(ckpt["step"])
+    if is_main_process():
+        run_dir.mkdir(parents=True, exist_ok=True)
+        save_config(cfg, run_dir / "config.yaml")
+    logger = MetricsLogger(run_dir, tensorboard=r.tensorboard)
+
+    spe = loader.steps_per_epoch
+    total = t.epochs * spe
+    step_fn = torch.compile(model) if t.compile else model
+    autocast_dtype = _precision(cfg, device)
+    gen = torch.Generator(device=device)
+
+    def save(step: int, tag: str | None = None) -> None:
+        if not is_main_process():
+            return
+        state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                 "step": step, "epoch": step / spe, "config": cfg.to_dict(), "rng": rng_state(),
+                 "in_channels": data.channels, "selfsup_version": __version__}
+        atomic_save(state, run_dir / "checkpoints" / "last.pt")
+        if tag:
+            atomic_save(state, run_dir / "checkpoints" / f"{tag}.pt")
+
+    def monitor(step: int) -> dict:
+        if data.test is None or data.memory is None or data.memory.labels is None:
+            return {}
+        res = knn_monitor(model.backbone, data, eval_tf, cfg, device)
+        logger.log({"step": step, "epoch": step / spe, **res})
+        return res
+
+    if is_main_process() and not resume:
+        logger.log({"event": "start", "step": 0, "steps_per_epoch": spe, "total_steps": total,
+                    "lr": base_lr_for(cfg), "images": len(data.train), "device": str(device)})
+    bar = tqdm(total=total, initial=start_step, desc=f"{cfg.method.name} pretrain",
+               disable=not (r.progress and is_main_process()), dynamic_ncols=True)
+    sums: dict[str, torch.Tensor] = {}
+    count, t_log, t_start = 0, time.perf_counter(), time.perf_counter()
+    step, last = start_step, {}
+    model.train()
+    while step < total:
+        x = loader.batch(step)  # B/world x C x H x W uint8 on the device
+        # augmentation randomness is a pure function of (seed, rank, step): exact resume
+        gen.manual_seed((t.seed * 1_000_003 + step) * 64 + rank())
+        views = [augment(x, gen) for _ in range(2)]
+        if t.channels_last:
+            views = [v.contiguous(memory_format=torch.channels_last) for v in views]
+        lr = lr_at(cfg, step, total, spe)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        with torch.autocast(device.type, dtype=autocast_dtype or torch.float32,
+                            enabled=autocast_dtype is not None):
+            loss, metrics = step_fn(views)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        if hasattr(model, "after_step"):
+            model.after_step(step, total)
+        for k, v in metrics.items():  # device tensors: no host sync here
+            sums[k] = sums[k] + v.float() if k in sums else v.float()
+        count += 1
+        step += 1
+        bar.update(1)
+
+        end_of_epoch = step % spe == 0
+        out_of_time = t.max_time_s is not None and time.perf_counter() - t_start > t.max_time_s
+        if step % r.log_every == 0 or end_of_epoch or out_of_time or step == total:
+            last = {k: v.item() / count for k, v in sums.items()}  # the one host sync
+            if not all(math.isfinite(v) for v in last.values()):
+                bar.close()
+                raise TrainingError(
+                    f"loss became {last.get('loss')} by step {step} (epoch {step / spe:.2f}); "
+                    f"stopped, last good checkpoint kept in {run_dir / 'checkpoints'}; "
+                    f"try a lower optim.lr (now {lr:.3g})"
+                )
+            now = time.perf_counter()
+            ips = count * t.batch_size / max(now - t_log, 1e-9)
+            logger.log({"step": step, "epoch": round(step / spe, 4), "lr": lr, **last,
+                        "images_per_s": round(ips, 1)})
+            bar.set_postfix(loss=f"{last['loss']:.4f}", lr=f"{lr:.3g}")
+            sums, count, t_log = {}, 0, now
+        if end_of_epoch or out_of_time:
+            epoch = step // spe
+            ck_every = r.checkpoint_every
+            save(step, f"epoch_{epoch:04d}" if end_of_epoch and ck_every and
+                 epoch % ck_every == 0 else None)
+            if (end_of_epoch and cfg.eval.knn_every > 0 and epoch % cfg.eval.knn_every == 0
+                    and step < total):
+                monitor(step)
+        elif r.checkpoint_steps and step % r.checkpoint_steps == 0:
+            save(step)
+        if out_of_time:
+            break
+    bar.close()
+
+    final = monitor(step) if cfg.eval.knn_every >= 0 else {}
+    if is_main_process():
+        summary = {"train_images": len(data.train),
+                   "test_images": len(data.test) if data.test is not None else 0, "steps": step, "epochs": round(step / spe, 4), "images_seen": step * t.batch_size,
+                   "train_s": round(time.perf_counter() - t_start, 2), "final_loss": last.get("loss"),
+                   **{f"final_{k}": v for k, v in final.items()}}
+        (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+        _plot(run_dir)
+    logger.close()
+    return run_dir
+
+
+def _plot(run_dir: Path) -> None:
+    try:
+        from selfsup.plots import plot_run
+    except ImportError:
+        return
+    plot_run(run_dir)
