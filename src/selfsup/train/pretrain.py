@@ -49,13 +49,15 @@ def lr_at(cfg: Config, step: int, total: int, steps_per_epoch: int) -> float:
 
 
 def new_run_dir(cfg: Config) -> Path:
+    """``out_dir/name``; a name already holding a run gets a suffix (quickstart-2, ...)."""
     name = cfg.run.name or (
         f"{cfg.method.name}-{cfg.data.dataset}-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
     )
-    path = Path(cfg.run.out_dir) / name
-    if (path / "checkpoints" / "last.pt").exists():
-        raise ConfigError(f"run folder {path} already holds a run: resume it with --resume "
-                          f"{path}, or pick another --run.name")
+    base = path = Path(cfg.run.out_dir) / name
+    n = 1
+    while (path / "checkpoints").exists() or (path / "metrics.jsonl").exists():
+        n += 1
+        path = base.with_name(f"{base.name}-{n}")
     return path
 
 
