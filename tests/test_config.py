@@ -1,0 +1,59 @@
+"""Config: presets, overrides, and one-line errors naming the bad key or value."""
+
+import pytest
+
+from selfsup.config import Config, load_config, parse_overrides, preset_names, save_config
+from selfsup.errors import ConfigError
+
+
+def test_presets_load():
+    names = preset_names()
+    for want in ("quickstart", "simclr-fashion-mnist", "simclr-mnist", "simclr-cifar10",
+                 "simclr-stl10"):
+        assert want in names
+    for n in names:
+        assert isinstance(load_config(n), Config)
+
+
+def test_overrides_are_typed():
+    cfg = load_config("quickstart", ["--train.epochs", "3", "--optim.lr=0.5",
+                                     "--augment.crop_scale", "[0.2, 1.0]", "--data.root", "x"])
+    assert cfg.train.epochs == 3 and cfg.optim.lr == 0.5
+    assert cfg.augment.crop_scale == (0.2, 1.0) and cfg.data.root == "x"
+    assert parse_overrides(["--a.b.c", "true"]) == {"a": {"b": {"c": True}}}
+
+
+def test_round_trip(tmp_path):
+    cfg = load_config("simclr-cifar10", ["--train.batch_size", "64"])
+    save_config(cfg, tmp_path / "c.yaml")
+    assert load_config(tmp_path / "c.yaml") == cfg
+
+
+@pytest.mark.parametrize("args,match", [
+    (["--train.bacth_size", "3"], r"unknown config key train\.bacth_size \(did you mean "
+                                  r"train\.batch_size\?\)"),
+    (["--nosuch.key", "1"], "unknown config key nosuch"),
+    (["--train.batch_size", "big"], "train.batch_size expects int, got 'big'"),
+    (["--train.epochs", "2.5"], "train.epochs expects int"),
+    (["--optim.lr", "-0.1"], r"optim.lr must be > 0, got -0.1"),
+    (["--train.batch_size", "1"], "train.batch_size must be >= 2"),
+    (["--method.temperature", "0"], "method.temperature must be > 0"),
+    (["--optim.optimizer", "adam"], "optim.optimizer must be lars, sgd or adamw"),
+    (["--augment.crop_scale", "0.5"], "augment.crop_scale expects a list of 2"),
+    (["--train.epochs"], "missing value for --train.epochs"),
+])
+def test_bad_values_give_one_line_errors(args, match):
+    with pytest.raises(ConfigError, match=match) as e:
+        load_config("quickstart", args)
+    assert "\n" not in str(e.value)
+
+
+def test_missing_file_and_unknown_preset(tmp_path):
+    with pytest.raises(ConfigError, match="config file not found"):
+        load_config(tmp_path / "nope.yaml")
+    with pytest.raises(ConfigError, match="unknown config 'nopreset'"):
+        load_config("nopreset")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("train: [1, 2\n")
+    with pytest.raises(ConfigError, match="invalid YAML"):
+        load_config(bad)
