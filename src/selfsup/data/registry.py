@@ -1,0 +1,278 @@
+"""Data sets by name: official files, sizes, checksums, download sources, and `load_dataset`.
+
+Checksums are checked on load only for files whose size equals the official size: a file of
+another size is not the official file (e.g. the shared CIFAR-10 first-1000-per-batch subset), so
+it gets a warning instead, and its structure is still checked by the reader.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from selfsup.data.download import download_file, extract_archive, verify_file
+from selfsup.data.folder import read_image_folder
+from selfsup.data.sources import (
+    ImageSet,
+    locate_data_folder,
+    read_cifar10,
+    read_cifar100,
+    read_idx_pair,
+    read_stl10,
+)
+from selfsup.errors import ConfigError, DataError
+
+
+@dataclass(frozen=True)
+class FileInfo:
+    """One official file: name inside the data folder, bytes and checksums (None if unknown)."""
+
+    name: str
+    size: int | None = None
+    md5: str | None = None
+    sha256: str | None = None
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    """What `load_dataset` knows about one data set."""
+
+    name: str
+    kind: str  # reader: "idx", "cifar10", "cifar100", "stl10", "folder"
+    splits: Mapping[str, tuple[str, ...]]  # split -> the files it reads (first one: images)
+    files: tuple[FileInfo, ...] = ()  # official files, checked on load
+    urls: tuple[str, ...] = ()  # download prefixes (mirrors), tried in order
+    archive: FileInfo | None = None  # downloaded and extracted instead of single files
+    folder: str = ""  # sub-folder the archive unpacks to, e.g. "cifar-10-batches-py"
+    classes: tuple[str, ...] = ()
+    packaged: bool = False  # ships inside selfsup: `root` is ignored
+
+
+def _idx_splits() -> dict[str, tuple[str, ...]]:
+    return {s: (f"{s2}-images-idx3-ubyte.gz", f"{s2}-labels-idx1-ubyte.gz")
+            for s, s2 in (("train", "train"), ("test", "t10k"))}
+
+
+FASHION_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt",
+                   "Sneaker", "Bag", "Ankle boot")
+SAMPLE_ROOT = Path(__file__).resolve().parent / "sample" / "fashion-mnist"
+_KRIZ = "https://www.cs.toronto.edu/~kriz/"
+
+DATASETS: dict[str, DatasetInfo] = {info.name: info for info in (
+    DatasetInfo("mnist", "idx", _idx_splits(), files=(
+        FileInfo("train-images-idx3-ubyte.gz", 9912422, "f68b3c2dcbeaaa9fbdd348bbdeb94873",
+                 "440fcabf73cc546fa21475e81ea370265605f56be210a4024d2ca8f203523609"),
+        FileInfo("train-labels-idx1-ubyte.gz", 28881, "d53e105ee54ea40749a09fcbcd1e9432",
+                 "3552534a0a558bbed6aed32b30c495cca23d567ec52cac8be1a0730e8010255c"),
+        FileInfo("t10k-images-idx3-ubyte.gz", 1648877, "9fb629c4189551a2d022fa330f9573f3",
+                 "8d422c7b0a1c1c79245a5bcf07fe86e33eeafee792b84584aec276f5a2dbc4e6"),
+        FileInfo("t10k-labels-idx1-ubyte.gz", 4542, "ec29112dd5afa0611ce80d1b7f02629c",
+                 "f7ae60f92e00ec6debd23a6088c31dbd2371eca3ffa0defaefb259924204aec6"),
+    ), urls=("https://ossci-datasets.s3.amazonaws.com/mnist/",),
+        classes=tuple(str(d) for d in range(10))),
+    DatasetInfo("fashion-mnist", "idx", _idx_splits(), files=(
+        FileInfo("train-images-idx3-ubyte.gz", 26421880, "8d4fb7e6c68d591d4c3dfef9ec88bf0d",
+                 "3aede38d61863908ad78613f6a32ed271626dd12800ba2636569512369268a84"),
+        FileInfo("train-labels-idx1-ubyte.gz", 29515, "25c81989df183df01b3e8a0aad5dffbe",
+                 "a04f17134ac03560a47e3764e11b92fc97de4d1bfaf8ba1a3aa29af54cc90845"),
+        FileInfo("t10k-images-idx3-ubyte.gz", 4422102, "bef4ecab320f06d8554ea6380940ec79",
+                 "346e55b948d973a97e58d2351dde16a484bd415d4595297633bb08f03db6a073"),
+        FileInfo("t10k-labels-idx1-ubyte.gz", 5148, "bb300cfdad3c16e7a12a480ee83cd310",
+                 "67da17c76eaffca5446c3361aaab5c3cd6d1c2608764d35dfb1850b086bf8dd5"),
+    ), urls=("http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",),
+        classes=FASHION_CLASSES),
+    # The embedded sample (tools/make_sample.py): first 1600 train / 400 test images.
+    DatasetInfo("fashion-mnist-sample", "idx", _idx_splits(), files=(
+        FileInfo("train-images-idx3-ubyte.gz", 687481, sha256="62a23acf2e8e862c823e798766d581c9"
+                 "1f1b96de5b653754a7f3418336565152"),
+        FileInfo("train-labels-idx1-ubyte.gz", 854, sha256="1b63685c86af7df9404abc0677dbf690"
+                 "207539694b88512f4e572ecb5af5b3d3"),
+        FileInfo("t10k-images-idx3-ubyte.gz", 175702, sha256="a1326c42bb68fd9975c98b975f4d26b7"
+                 "f3a2372c9d6a6faecf298d08cb87fd1d"),
+        FileInfo("t10k-labels-idx1-ubyte.gz", 248, sha256="ef94ead6bcfccad26a731323c22f4a9f"
+                 "a93444dda27cd2417831d8afd6d09b8e"),
+    ), classes=FASHION_CLASSES, packaged=True),
+    DatasetInfo("cifar10", "cifar10", {
+        "train": (*(f"data_batch_{i}" for i in range(1, 6)), "batches.meta"),
+        "test": ("test_batch", "batches.meta"),
+    }, files=(
+        FileInfo("data_batch_1", 31035704, "c99cafc152244af753f735de768cd75f"),
+        FileInfo("data_batch_2", 31035320, "d4bba439e000b95fd0a9bffe97cbabec"),
+        FileInfo("data_batch_3", 31035999, "54ebc095f3ab1f0389bbae665268c751"),
+        FileInfo("data_batch_4", 31035696, "634d18415352ddfa80567beed471001a"),
+        FileInfo("data_batch_5", 31035623, "482c414d41f54cd18b22e5b47cb7c3cb"),
+        FileInfo("test_batch", 31035526, "40351d587109b95175f43aff81a1287e"),
+        FileInfo("batches.meta", 158, "5ff9c542aee3614f3951f8cda6e48888"),
+    ), urls=(_KRIZ,), archive=FileInfo("cifar-10-python.tar.gz", 170498071,
+                                       "c58f30108f718f92721af3b95e74349a"),
+        folder="cifar-10-batches-py"),
+    DatasetInfo("cifar100", "cifar100", {"train": ("train", "meta"), "test": ("test", "meta")},
+                urls=(_KRIZ,), archive=FileInfo("cifar-100-python.tar.gz",
+                                                md5="eb9058c3a382ffc7106e4002c42a8d85"),
+                folder="cifar-100-python"),
+    DatasetInfo("stl10", "stl10", {
+        "train": ("train_X.bin", "train_y.bin"), "test": ("test_X.bin", "test_y.bin"),
+        "unlabeled": ("unlabeled_X.bin",), "train+unlabeled": ("train_X.bin", "unlabeled_X.bin"),
+    }, files=(  # sizes follow from the format: N x 3x96x96 bytes, N label bytes
+        FileInfo("train_X.bin", 5000 * 27648), FileInfo("train_y.bin", 5000),
+        FileInfo("test_X.bin", 8000 * 27648), FileInfo("test_y.bin", 8000),
+        FileInfo("unlabeled_X.bin", 100000 * 27648),
+    ), urls=("http://ai.stanford.edu/~acoates/stl10/",),
+        archive=FileInfo("stl10_binary.tar.gz", md5="91f7769df0f17e558f3565bffb0c7dfb"),
+        folder="stl10_binary", classes=("airplane", "bird", "car", "cat", "deer", "dog",
+                                        "horse", "monkey", "ship", "truck")),
+    DatasetInfo("folder", "folder", {}),  # any split: root/<split> if it exists, else root
+)}
+
+
+def default_cache_dir() -> Path:
+    """Where downloads go when no root is given: ``$SELFSUP_DATA`` or ``~/.cache/selfsup/data``."""
+    return Path(os.environ.get("SELFSUP_DATA") or Path.home() / ".cache" / "selfsup" / "data")
+
+
+def _present(folder: Path, name: str) -> Path | None:
+    """``folder/name``, or its decompressed twin for ``.gz`` names (torchvision keeps both)."""
+    for candidate in (folder / name, folder / name.removesuffix(".gz")):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def _read_idx(folder: Path, split: str, info: DatasetInfo) -> ImageSet:
+    images, labels = (_present(folder, f) or folder / f for f in info.splits[split])
+    return read_idx_pair(images, labels, name=f"{info.name}/{split}", classes=list(info.classes))
+
+
+_READERS: dict[str, Callable[[Path, str, DatasetInfo], ImageSet]] = {
+    "idx": _read_idx,
+    "cifar10": lambda folder, split, info: read_cifar10(folder, split),
+    "cifar100": lambda folder, split, info: read_cifar100(folder, split),
+    "stl10": lambda folder, split, info: read_stl10(folder, split, classes=list(info.classes)),
+}
+
+
+def _data_folder(info: DatasetInfo, root: Path, split: str) -> Path:
+    """The folder holding the split's files: root, or the archive's folder (also ``folder*``)."""
+    if not info.folder:
+        return root
+    return locate_data_folder(root, info.splits[split][0], info.folder) or root / info.folder
+
+
+def _fetch(info: DatasetInfo, root: Path, missing: list[str], base_url: str | None) -> None:
+    """Download the missing files (or the archive, then extract it) into ``root``."""
+    prefixes = [base_url] if base_url else list(info.urls)
+    official = {f.name: f for f in info.files}
+    targets = [info.archive] if info.archive else [official[name] for name in missing]
+    for spec in targets:
+        dest = root / spec.name
+        if dest.is_file():  # an archive kept from an earlier download: check, don't refetch
+            verify_file(dest, md5=spec.md5, sha256=spec.sha256, size=spec.size)
+            continue
+        errors = []
+        for prefix in prefixes:
+            try:
+                download_file(f"{prefix.rstrip('/')}/{spec.name}", dest, md5=spec.md5,
+                              sha256=spec.sha256, size=spec.size)
+                break
+            except DataError as exc:
+                errors.append(str(exc))
+        else:
+            raise DataError("; ".join(errors) or f"{info.name}: no download URL known")
+    if info.archive:
+        extract_archive(root / info.archive.name, root)
+
+
+def _verify(info: DatasetInfo, folder: Path, names: tuple[str, ...]) -> None:
+    """Checksum the official files; warn about files whose size says they are not official."""
+    official = {f.name: f for f in info.files}
+    unofficial = []
+    for name in names:
+        spec, path = official.get(name), folder / name
+        if spec is None or not path.is_file():  # e.g. a decompressed twin: nothing to compare
+            continue
+        size = path.stat().st_size
+        if spec.size is not None and size != spec.size:
+            unofficial.append(f"{name} ({size} bytes, official {spec.size})")
+            continue
+        # Never write into the installed package: the sample is small enough to hash each time.
+        verify_file(path, md5=spec.md5, sha256=spec.sha256, remember=not info.packaged)
+    if unofficial:
+        more = f" and {len(unofficial) - 1} more files" if len(unofficial) > 1 else ""
+        warnings.warn(f"{info.name}: {folder} is not the official full set: {unofficial[0]}"
+                      f"{more} differ in size from the official files, so no checksum is "
+                      "checked (the structure still is)", UserWarning, stacklevel=3)
+
+
+def _resize(data: ImageSet, size: int) -> ImageSet:
+    """Resample every image to size x size (bilinear, antialiased), in chunks to bound memory."""
+    if tuple(data.images.shape[-2:]) == (size, size):
+        return data
+    chunks = [F.interpolate(block.float(), size=(size, size), mode="bilinear", antialias=True,
+                            align_corners=False).round_().clamp_(0, 255).to(torch.uint8)
+              for block in data.images.split(4096)]
+    return ImageSet(torch.cat(chunks), data.labels, data.classes, data.name)
+
+
+def load_dataset(name: str, root: str | Path | None = None, split: str = "train", *,
+                 download: bool = False, cache_dir: str | Path | None = None,
+                 size: int | None = None, verify: bool = True,
+                 base_url: str | None = None) -> ImageSet:
+    """Load one split of a named data set as an :class:`ImageSet`.
+
+    Args:
+        name: a key of :data:`DATASETS` (``fashion-mnist``, ``mnist``, ``cifar10``,
+            ``cifar100``, ``stl10``, ``folder``, ``fashion-mnist-sample``).
+        root: the folder holding the files (for CIFAR/STL-10 also the folder holding the
+            extracted ``cifar-10-batches-py``-style folder); default ``cache_dir/<name>``.
+            Ignored for the packaged sample; required for ``folder``.
+        split: ``train`` or ``test``; STL-10 also ``unlabeled`` and ``train+unlabeled``; a
+            ``folder`` reads ``root/<split>`` when that exists, else ``root`` (train only).
+        download: fetch missing files from the official URLs (or ``base_url``) into root.
+        cache_dir: default parent of root; default :func:`default_cache_dir`.
+        size: output side in pixels (resizes; for ``folder``: resize + centre crop).
+        verify: checksum official files (results cached in ``<file>.verified``).
+        base_url: replaces the official URL prefix, e.g. a local mirror.
+    """
+    if name not in DATASETS:
+        raise DataError(f"unknown data set {name!r}; known: {', '.join(sorted(DATASETS))}")
+    if size is not None and (not isinstance(size, int) or size < 1):
+        raise ConfigError(f"size must be a positive integer, got {size!r}")
+    info = DATASETS[name]
+    if info.kind == "folder":
+        if root is None:
+            raise DataError("folder: no root given; pass root (the data.root setting)")
+        folder = Path(root).expanduser()
+        if (folder / split).is_dir():
+            folder = folder / split
+        elif split != "train" and folder.is_dir():
+            raise DataError(f"{folder}: no sub-folder {split!r} for split {split!r}")
+        return read_image_folder(folder, size, name=f"folder:{folder.name}")
+    if split not in info.splits:
+        raise DataError(f"{name}: unknown split {split!r}; known: {', '.join(info.splits)}")
+    if info.packaged:
+        root = SAMPLE_ROOT
+    elif root is None:
+        root = Path(cache_dir or default_cache_dir()).expanduser() / name
+    root = Path(root).expanduser()
+    if not root.exists() and not download:
+        raise DataError(f"{root}: data folder for {name} does not exist; pass download=True "
+                        f"(CLI: --data.download true) or set data.root to the {name} folder")
+    folder = _data_folder(info, root, split)
+    missing = [f for f in info.splits[split] if _present(folder, f) is None]
+    if missing and download and not info.packaged:
+        _fetch(info, root, missing, base_url)
+        folder = _data_folder(info, root, split)
+        missing = [f for f in info.splits[split] if _present(folder, f) is None]
+    if missing:
+        raise DataError(f"{folder / missing[0]}: {name} file missing; pass download=True "
+                        f"(CLI: --data.download true) or set data.root to the {name} folder")
+    if verify:
+        _verify(info, folder, info.splits[split])
+    data = _READERS[info.kind](folder, split, info)
+    return _resize(data, size) if size is not None else data

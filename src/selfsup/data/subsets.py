@@ -1,0 +1,56 @@
+"""Class-balanced label subsets, for semi-supervised fine-tuning on 1% / 10% of the labels.
+
+SimCLR (Chen et al. 2020, Sec. 6) fine-tunes on "1% and 10% of the labeled ILSVRC-12 training
+datasets in a class-balanced way". Here each class keeps the same fraction of its images (or
+the same count), drawn from one seeded shuffle, so a smaller subset is always contained in a
+larger one with the same seed: the 1% run sees a subset of the 10% run's labels.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from selfsup.errors import ConfigError
+
+
+def class_balanced_subset(labels: torch.Tensor, fraction: float | None = None,
+                          per_class: int | None = None, seed: int = 0) -> torch.Tensor:
+    """Sorted int64 indices of a class-balanced subset of ``labels``.
+
+    Args:
+        labels: integer class labels (N,); negative values count as unlabeled and are skipped.
+        fraction: share of every class to keep, in (0, 1]; rounded per class, at least 1.
+        per_class: number to keep from every class instead (must not exceed any class size).
+        seed: the same seed gives the same subset; subsets of one seed are nested.
+
+    Give exactly one of ``fraction`` and ``per_class``. Raises ConfigError (a ValueError)
+    on bad arguments.
+    """
+    if (fraction is None) == (per_class is None):
+        raise ConfigError("class_balanced_subset: give exactly one of fraction and per_class")
+    if fraction is not None and not 0.0 < fraction <= 1.0:
+        raise ConfigError(f"label fraction must be in (0, 1], got {fraction}")
+    if per_class is not None and per_class < 1:
+        raise ConfigError(f"per_class must be >= 1, got {per_class}")
+    labels = torch.as_tensor(labels).cpu()
+    if labels.dim() != 1 or labels.dtype.is_floating_point or labels.dtype == torch.bool:
+        raise ConfigError(f"labels must be a 1-D integer tensor, got {labels.dtype} "
+                          f"{tuple(labels.shape)}")
+    # One shuffle shared by all classes; each class keeps its first k in this order.
+    generator = torch.Generator().manual_seed(seed)
+    order = torch.randperm(len(labels), generator=generator)  # (N,)
+    shuffled = labels[order]  # (N,)
+    picks = []
+    for c in torch.unique(labels[labels >= 0]).tolist():
+        members = order[shuffled == c]  # this class's indices, in shuffled order
+        if per_class is not None:
+            if per_class > len(members):
+                raise ConfigError(f"class {c} has {len(members)} labelled images, fewer than "
+                                  f"per_class={per_class}")
+            k = per_class
+        else:
+            k = max(1, int(fraction * len(members) + 0.5))  # round half up, never 0
+        picks.append(members[:k])
+    if not picks:
+        return torch.empty(0, dtype=torch.int64)
+    return torch.sort(torch.cat(picks)).values.to(torch.int64)

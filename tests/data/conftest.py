@@ -1,0 +1,67 @@
+"""Fixtures shared by the data tests: where the real shared data sets are, and an IDX writer.
+
+The real data (``shared/data``, read-only, never copied into the repository) is found through
+``$SELFSUP_SHARED_DATA`` or by walking up from this file; tests that need it skip when absent.
+"""
+
+from __future__ import annotations
+
+import gzip
+import os
+import struct
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+
+def find_shared_data() -> Path | None:
+    """``$SELFSUP_SHARED_DATA``, else the first ``shared/data`` above this file, else None."""
+    if os.environ.get("SELFSUP_SHARED_DATA"):
+        path = Path(os.environ["SELFSUP_SHARED_DATA"])
+        return path if path.is_dir() else None
+    for parent in Path(__file__).resolve().parents:
+        if (parent / "shared" / "data").is_dir():
+            return parent / "shared" / "data"
+    return None
+
+
+def _shared(sub: str) -> Path:
+    root = find_shared_data()
+    if root is None or not (root / sub).is_dir():
+        pytest.skip(f"shared data {sub!r} not found (set SELFSUP_SHARED_DATA to shared/data)")
+    return root / sub
+
+
+@pytest.fixture(scope="session")
+def fashion_dir() -> Path:
+    """The official Fashion-MNIST .gz files."""
+    return _shared("fashion-mnist")
+
+
+@pytest.fixture(scope="session")
+def mnist_dir() -> Path:
+    """The official MNIST .gz files."""
+    return _shared("mnist")
+
+
+@pytest.fixture(scope="session")
+def cifar_subset_dir() -> Path:
+    """Folder holding ``cifar-10-batches-py-first1000`` (5000 train / 1000 test images)."""
+    return _shared("cifar10-subset")
+
+
+def write_idx(path: Path, array: np.ndarray, *, type_byte: int = 0x08, gz: bool = True) -> Path:
+    """Write ``array`` as an IDX file (big-endian), gzip-compressed when ``gz``."""
+    dtype = {0x08: ">u1", 0x0C: ">i4", 0x0D: ">f4"}[type_byte]
+    data = bytes([0, 0, type_byte, array.ndim]) + struct.pack(f">{array.ndim}I", *array.shape)
+    data += np.ascontiguousarray(array, dtype).tobytes()
+    path.write_bytes(gzip.compress(data) if gz else data)
+    return path
+
+
+@pytest.fixture
+def idx_writer() -> Callable[..., Path]:
+    """:func:`write_idx`, as a fixture so test modules need not import this conftest."""
+    return write_idx
