@@ -67,7 +67,7 @@ def _pretrain(args, extra: list[str]) -> int:
     from selfsup.config import load_config
     from selfsup.eval.protocols import describe
     from selfsup.experiment import run_config
-    from selfsup.train import pretrain
+    from selfsup.train.pretrain import pretrain
 
     if args.resume:
         if args.config:

@@ -25,6 +25,7 @@ class DataConfig:
     dataset: str = "fashion-mnist-sample"  # registry name (see selfsup.data)
     root: str | None = None  # folder with the data set's files
     train_split: str = "train"  # pretraining split (stl10: train+unlabeled)
+    limit: int | None = None  # use only the first N pretraining images (smoke tests)
     download: bool = False  # fetch missing files (checksummed) into root or the cache
     size: int | None = None  # training input side; None = the images' own size
     on_device: bool = True  # hold the uint8 set on the training device
@@ -296,6 +297,8 @@ def validate(cfg: Config) -> None:
     _require(m.out_dim >= 1, f"model.out_dim must be >= 1, got {m.out_dim}")
     _require(cfg.data.size is None or cfg.data.size >= 8,
              f"data.size must be >= 8, got {cfg.data.size}")
+    _require(cfg.data.limit is None or cfg.data.limit >= 2,
+             f"data.limit must be >= 2, got {cfg.data.limit}")
     _require(cfg.eval.knn_k >= 1, f"eval.knn_k must be >= 1, got {cfg.eval.knn_k}")
     _require(cfg.eval.knn_temperature > 0,
              f"eval.knn_temperature must be > 0, got {cfg.eval.knn_temperature}")

@@ -45,6 +45,8 @@ def load_data(cfg: Config, *, need_test: bool = True) -> Data:
     """The train split (unlabelled use) and, where there is one, the labelled test split."""
     d = cfg.data
     train = load_dataset(d.dataset, d.root, split=d.train_split, download=d.download)
+    if d.limit is not None:
+        train = train.subset(torch.arange(min(d.limit, len(train))))
     test, memory = None, train
     if need_test and d.train_split != "train":
         memory = load_dataset(d.dataset, d.root, split="train", download=d.download)

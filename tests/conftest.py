@@ -1,0 +1,40 @@
+"""Shared fixtures: where the real data sets live, and a tiny fast pretraining config."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+
+def shared_data_dir() -> Path | None:
+    env = os.environ.get("SELFSUP_SHARED_DATA")
+    if env:
+        return Path(env) if Path(env).is_dir() else None
+    for parent in Path(__file__).resolve().parents:
+        cand = parent / "shared" / "data"
+        if cand.is_dir():
+            return cand
+    return None
+
+
+@pytest.fixture
+def shared_data() -> Path:
+    root = shared_data_dir()
+    if root is None:
+        pytest.skip("real data not found (set SELFSUP_SHARED_DATA to the shared/data folder)")
+    return root
+
+
+# A SimCLR run that takes a second or two on a CPU: 128 sample images, width 1/8.
+TINY = [
+    "--data.limit", "128", "--model.width", "0.125", "--train.batch_size", "32",
+    "--train.epochs", "2", "--eval.knn_every", "-1", "--run.progress", "false",
+    "--run.log_every", "1", "--train.num_threads", "1",
+]
+
+
+@pytest.fixture
+def tiny_args(tmp_path) -> list[str]:
+    return [*TINY, "--run.out_dir", str(tmp_path / "runs")]
