@@ -73,6 +73,7 @@ class OptimConfig:
 @dataclass
 class TrainConfig:
     epochs: int = 100
+    steps: int | None = None  # total optimiser steps; overrides epochs (fixed-budget runs)
     batch_size: int = 256  # global batch (all ranks together)
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda | cuda:N
@@ -275,6 +276,7 @@ def validate(cfg: Config) -> None:
     t, o, m = cfg.train, cfg.optim, cfg.model
     _require(t.batch_size >= 2, f"train.batch_size must be >= 2 (negatives), got {t.batch_size}")
     _require(t.epochs >= 1, f"train.epochs must be >= 1, got {t.epochs}")
+    _require(t.steps is None or t.steps >= 1, f"train.steps must be >= 1, got {t.steps}")
     _require(t.precision in ("auto", "bf16", "fp32"),
              f"train.precision must be auto, bf16 or fp32, got {t.precision!r}")
     _require(t.max_time_s is None or t.max_time_s > 0,

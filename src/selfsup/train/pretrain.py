@@ -61,11 +61,52 @@ def new_run_dir(cfg: Config) -> Path:
     return path
 
 
-def _precision(cfg: Config, device: torch.device) -> torch.dtype | None:
+def precision_dtype(cfg: Config, device: torch.device) -> torch.dtype | None:
     p = cfg.train.precision
     if p == "auto":
         p = "bf16" if device.type == "cuda" else "fp32"
     return torch.bfloat16 if p == "bf16" else None
+
+
+def build_training(cfg: Config, device: torch.device):
+    """Data, augmentations, loader, method and optimiser of ``cfg`` (shared with benchmarks)."""
+    t = cfg.train
+    data = load_data(cfg, need_test=cfg.eval.knn_every >= 0)
+    augment, eval_tf = train_augmentation(cfg, data), eval_augmentation(data)
+    loader = ResidentLoader(data.train.images, t.batch_size, seed=t.seed, rank=rank(),
+                            world=world_size(), device=device if cfg.data.on_device else "cpu")
+    model = build_method(cfg, make_backbone(cfg, data.channels)).to(device)
+    if t.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    optimizer = build_optimizer(cfg.optim.optimizer, model, base_lr_for(cfg),
+                                cfg.optim.weight_decay, cfg.optim.momentum)
+    return data, augment, eval_tf, loader, model, optimizer
+
+
+def make_views(loader: ResidentLoader, augment, gen: torch.Generator, step: int, seed: int,
+               n_views: int = 2, channels_last: bool = False) -> list[torch.Tensor]:
+    """This rank's batch of ``step``, augmented ``n_views`` times on the device."""
+    x = loader.batch(step)  # B/world x C x H x W uint8 on the device
+    # augmentation randomness is a pure function of (seed, rank, step): exact resume
+    gen.manual_seed((seed * 1_000_003 + step) * 64 + rank())
+    views = [augment(x, gen) for _ in range(n_views)]
+    if channels_last:
+        views = [v.contiguous(memory_format=torch.channels_last) for v in views]
+    return views
+
+
+def optimisation_step(step_fn, optimizer: torch.optim.Optimizer, views: list[torch.Tensor],
+                      lr: float, autocast_dtype: torch.dtype | None, device: torch.device):
+    """Forward (under autocast), backward and update; returns the method's metrics."""
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+    with torch.autocast(device.type, dtype=autocast_dtype or torch.float32,
+                        enabled=autocast_dtype is not None):
+        loss, metrics = step_fn(views)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    return metrics
 
 
 def pretrain(cfg: Config, *, run_dir: str | Path | None = None, resume: bool = False) -> Path:
@@ -79,15 +120,7 @@ def pretrain(cfg: Config, *, run_dir: str | Path | None = None, resume: bool = F
         raise ConfigError(f"train.batch_size {t.batch_size} is not divisible by the world size "
                           f"{world_size()}")
 
-    data = load_data(cfg, need_test=cfg.eval.knn_every >= 0)
-    augment, eval_tf = train_augmentation(cfg, data), eval_augmentation(data)
-    loader = ResidentLoader(data.train.images, t.batch_size, seed=t.seed, rank=rank(),
-                            world=world_size(), device=device if cfg.data.on_device else "cpu")
-    model = build_method(cfg, make_backbone(cfg, data.channels)).to(device)
-    if t.channels_last:
-        model = model.to(memory_format=torch.channels_last)
-    optimizer = build_optimizer(cfg.optim.optimizer, model, base_lr_for(cfg),
-                                cfg.optim.weight_decay, cfg.optim.momentum)
+    data, augment, eval_tf, loader, model, optimizer = build_training(cfg, device)
 
     run_dir = Path(run_dir) if run_dir is not None else new_run_dir(cfg)
     start_step = 0
@@ -103,9 +136,9 @@ def pretrain(cfg: Config, *, run_dir: str | Path | None = None, resume: bool = F
     logger = MetricsLogger(run_dir, tensorboard=r.tensorboard)
 
     spe = loader.steps_per_epoch
-    total = t.epochs * spe
+    total = t.steps if t.steps is not None else t.epochs * spe
     step_fn = torch.compile(model) if t.compile else model
-    autocast_dtype = _precision(cfg, device)
+    autocast_dtype = precision_dtype(cfg, device)
     gen = torch.Generator(device=device)
 
     def save(step: int, tag: str | None = None) -> None:
@@ -135,21 +168,9 @@ def pretrain(cfg: Config, *, run_dir: str | Path | None = None, resume: bool = F
     step, last = start_step, {}
     model.train()
     while step < total:
-        x = loader.batch(step)  # B/world x C x H x W uint8 on the device
-        # augmentation randomness is a pure function of (seed, rank, step): exact resume
-        gen.manual_seed((t.seed * 1_000_003 + step) * 64 + rank())
-        views = [augment(x, gen) for _ in range(2)]
-        if t.channels_last:
-            views = [v.contiguous(memory_format=torch.channels_last) for v in views]
+        views = make_views(loader, augment, gen, step, t.seed, channels_last=t.channels_last)
         lr = lr_at(cfg, step, total, spe)
-        for group in optimizer.param_groups:
-            group["lr"] = lr
-        with torch.autocast(device.type, dtype=autocast_dtype or torch.float32,
-                            enabled=autocast_dtype is not None):
-            loss, metrics = step_fn(views)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+        metrics = optimisation_step(step_fn, optimizer, views, lr, autocast_dtype, device)
         if hasattr(model, "after_step"):
             model.after_step(step, total)
         for k, v in metrics.items():  # device tensors: no host sync here
