@@ -115,8 +115,9 @@ def main() -> None:
         env_src = {"PYTHONPATH": str(ROOT / "src")}
         import os
 
-        peer_self = json.loads(subprocess.run(child, check=True, capture_output=True, text=True,
-                                              env={**os.environ, **env_src}).stdout.splitlines()[-1])
+        proc = subprocess.run(child, check=True, capture_output=True, text=True,
+                              env={**os.environ, **env_src})
+        peer_self = json.loads(proc.stdout.splitlines()[-1])
         out = ROOT / "benchmarks" / ".work" / "throughput_lightly"
         subprocess.run([str(PEER_PYTHON), str(ROOT / "benchmarks" / "peers" / "lightly_simclr.py"),
                         "--data-root", args.data_root, "--throughput-steps", str(args.steps),

@@ -145,7 +145,9 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
     if origin is tuple:
         args = typing.get_args(tp)
         if not isinstance(value, (list, tuple)) or len(value) != len(args):
-            raise ConfigError(f"config key {key} expects a list of {len(args)} values, got {value!r}")
+            raise ConfigError(
+                f"config key {key} expects a list of {len(args)} values, got {value!r}"
+            )
         return tuple(_coerce(v, a, key) for v, a in zip(value, args))
     if tp is bool:
         if isinstance(value, bool):

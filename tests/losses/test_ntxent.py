@@ -74,7 +74,8 @@ def test_bfloat16_input_is_accepted():
     assert got == pytest.approx(ref, abs=0.05)
 
 
-@pytest.mark.parametrize("bad", [(torch.randn(4, 3), torch.randn(5, 3)), (torch.randn(4), torch.randn(4)),
+@pytest.mark.parametrize("bad", [(torch.randn(4, 3), torch.randn(5, 3)),
+                                 (torch.randn(4), torch.randn(4)),
                                  (torch.randn(1, 3), torch.randn(1, 3))])
 def test_bad_shapes_give_clear_errors(bad):
     with pytest.raises(ValueError, match="nt_xent"):

@@ -15,7 +15,7 @@ def test_one_step_equals_formula():
     lr, m, wd, eta = 0.7, 0.9, 1e-3, 0.001
     w = nn.Parameter(w0.clone())
     opt = LARS([w], lr=lr, momentum=m, weight_decay=wd, eta=eta)
-    for step in range(2):  # second step exercises the momentum buffer
+    for _ in range(2):  # second step exercises the momentum buffer
         w.grad = g0.clone()
         opt.step()
     # by hand

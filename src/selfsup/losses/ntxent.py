@@ -52,7 +52,7 @@ def nt_xent(z1: Tensor, z2: Tensor, temperature: float = 0.5, normalize: bool = 
     logits = z_local @ z_all.T / temperature  # 2N x 2M
     offset = rank() * n
     local = torch.arange(n, device=z1.device)
-    self_idx = torch.cat([local + offset, local + offset + m])  # 2N: where each anchor sits in z_all
+    self_idx = torch.cat([local + offset, local + offset + m])  # 2N: each anchor's row in z_all
     pos_idx = torch.cat([local + offset + m, local + offset])  # 2N: its other view
     if logits.dtype in (torch.float16, torch.bfloat16):
         logits = logits.float()  # a softmax in half precision loses the positive's margin

@@ -16,10 +16,9 @@ def knn_monitor(backbone: nn.Module, data, transform, cfg: Config, device: torch
     Cheap enough to run every few epochs (InstDisc; MoCo's CIFAR demo).
     """
     e = cfg.eval
-    tf = transform.__call__ if hasattr(transform, "__call__") else transform
-    train = extract_features(backbone, data.memory.images, lambda x: _eval(tf, x),
+    train = extract_features(backbone, data.memory.images, lambda x: _eval(transform, x),
                              batch_size=e.batch_size, device=device)
-    test = extract_features(backbone, data.test.images, lambda x: _eval(tf, x),
+    test = extract_features(backbone, data.test.images, lambda x: _eval(transform, x),
                             batch_size=e.batch_size, device=device)
     n_classes = int(max(data.memory.labels.max(), data.test.labels.max())) + 1
     acc = knn_accuracy(train, data.memory.labels, test, data.test.labels, n_classes,

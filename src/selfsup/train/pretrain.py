@@ -74,7 +74,7 @@ def build_training(cfg: Config, device: torch.device):
     data = load_data(cfg, need_test=cfg.eval.knn_every >= 0)
     augment, eval_tf = train_augmentation(cfg, data), eval_augmentation(data)
     loader = ResidentLoader(data.train.images, t.batch_size, seed=t.seed, rank=rank(),
-                            world=world_size(), device=device if cfg.data.on_device else "cpu")
+                            world=world_size(), device=device, resident=cfg.data.on_device)
     model = build_method(cfg, make_backbone(cfg, data.channels)).to(device)
     if t.channels_last:
         model = model.to(memory_format=torch.channels_last)
@@ -213,8 +213,11 @@ def pretrain(cfg: Config, *, run_dir: str | Path | None = None, resume: bool = F
     final = monitor(step) if cfg.eval.knn_every >= 0 else {}
     if is_main_process():
         summary = {"train_images": len(data.train),
-                   "test_images": len(data.test) if data.test is not None else 0, "steps": step, "epochs": round(step / spe, 4), "images_seen": step * t.batch_size,
-                   "train_s": round(time.perf_counter() - t_start, 2), "final_loss": last.get("loss"),
+                   "test_images": len(data.test) if data.test is not None else 0,
+                   "steps": step, "epochs": round(step / spe, 4),
+                   "images_seen": step * t.batch_size,
+                   "train_s": round(time.perf_counter() - t_start, 2),
+                   "final_loss": last.get("loss"),
                    **{f"final_{k}": v for k, v in final.items()}}
         (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
         _plot(run_dir)
