@@ -115,3 +115,8 @@ def test_nan_loss_stops_with_clear_error_and_keeps_last_good_checkpoint(tiny_arg
     ckpt = load_checkpoint(run / "checkpoints" / "last.pt")
     assert ckpt["step"] == 4  # end of epoch 1; nothing written after the NaN
     assert all(torch.isfinite(v).all() for v in ckpt["model"].values() if v.is_floating_point())
+
+
+def test_run_shorter_than_an_epoch_still_checkpoints(tiny_args):
+    run = pretrain(load_config("quickstart", [*tiny_args, "--train.steps", "3"]))
+    assert load_checkpoint(run / "checkpoints" / "last.pt")["step"] == 3

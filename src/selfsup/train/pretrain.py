@@ -196,7 +196,7 @@ def pretrain(cfg: Config, *, run_dir: str | Path | None = None, resume: bool = F
                         "images_per_s": round(ips, 1)})
             bar.set_postfix(loss=f"{last['loss']:.4f}", lr=f"{lr:.3g}")
             sums, count, t_log = {}, 0, now
-        if end_of_epoch or out_of_time:
+        if end_of_epoch or out_of_time or step == total:
             epoch = step // spe
             ck_every = r.checkpoint_every
             save(step, f"epoch_{epoch:04d}" if end_of_epoch and ck_every and
