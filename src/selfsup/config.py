@@ -53,8 +53,15 @@ class ModelConfig:
 
 @dataclass
 class MethodConfig:
-    name: str = "simclr"
+    name: str = "simclr"  # simclr | moco
     temperature: float = 0.5
+    # MoCo (He et al. 2020): key encoder EMA, queue of negatives, shuffle BN
+    momentum: float = 0.99  # m in theta_k <- m theta_k + (1 - m) theta_q
+    momentum_schedule: str = "constant"  # constant | cosine (m -> 1)
+    queue_size: int = 4096  # K, any K >= global batch
+    symmetric: bool = False  # loss on (q1, k2) and (q2, k1)
+    shuffle_bn: str = "auto"  # auto | ddp | groups | off
+    bn_groups: int = 8  # single-device shuffle-BN equivalent: BN statistics per group
 
 
 @dataclass
@@ -294,8 +301,15 @@ def validate(cfg: Config) -> None:
              f"optim.schedule must be warmup_cosine, step or constant, got {o.schedule!r}")
     _require(o.lr_scaling in ("linear", "sqrt", "none"),
              f"optim.lr_scaling must be linear, sqrt or none, got {o.lr_scaling!r}")
-    _require(cfg.method.temperature > 0,
-             f"method.temperature must be > 0, got {cfg.method.temperature}")
+    me = cfg.method
+    _require(me.temperature > 0, f"method.temperature must be > 0, got {me.temperature}")
+    _require(0 <= me.momentum <= 1, f"method.momentum must be in [0, 1], got {me.momentum}")
+    _require(me.momentum_schedule in ("constant", "cosine"),
+             f"method.momentum_schedule must be constant or cosine, got {me.momentum_schedule!r}")
+    _require(me.shuffle_bn in ("auto", "ddp", "groups", "off"),
+             f"method.shuffle_bn must be auto, ddp, groups or off, got {me.shuffle_bn!r}")
+    _require(me.queue_size >= 1, f"method.queue_size must be >= 1, got {me.queue_size}")
+    _require(me.bn_groups >= 1, f"method.bn_groups must be >= 1, got {me.bn_groups}")
     _require(m.width > 0, f"model.width must be > 0, got {m.width}")
     _require(m.head_layers >= 1, f"model.head_layers must be >= 1, got {m.head_layers}")
     _require(m.out_dim >= 1, f"model.out_dim must be >= 1, got {m.out_dim}")

@@ -181,7 +181,9 @@ def pretrain(cfg: Config, *, run_dir: str | Path | None = None, resume: bool = F
 
         end_of_epoch = step % spe == 0
         out_of_time = t.max_time_s is not None and time.perf_counter() - t_start > t.max_time_s
-        if step % r.log_every == 0 or end_of_epoch or out_of_time or step == total:
+        mid_save = bool(r.checkpoint_steps) and step % r.checkpoint_steps == 0
+        # every checkpoint is preceded by this finite check, so none can hold a NaN model
+        if step % r.log_every == 0 or end_of_epoch or out_of_time or step == total or mid_save:
             last = {k: v.item() / count for k, v in sums.items()}  # the one host sync
             if not all(math.isfinite(v) for v in last.values()):
                 bar.close()
@@ -204,7 +206,7 @@ def pretrain(cfg: Config, *, run_dir: str | Path | None = None, resume: bool = F
             if (end_of_epoch and cfg.eval.knn_every > 0 and epoch % cfg.eval.knn_every == 0
                     and step < total):
                 monitor(step)
-        elif r.checkpoint_steps and step % r.checkpoint_steps == 0:
+        elif mid_save:
             save(step)
         if out_of_time:
             break
