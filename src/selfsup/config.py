@@ -87,6 +87,7 @@ class TrainConfig:
     precision: str = "auto"  # auto (bf16 on CUDA, fp32 on CPU) | bf16 | fp32
     compile: bool = False
     channels_last: bool = False
+    sync_bn: bool = False  # SyncBatchNorm across ranks under torchrun (CUDA)
     max_time_s: float | None = None  # wall-clock budget; stops cleanly with a checkpoint
     num_threads: int | None = None  # CPU threads (torch.set_num_threads)
 

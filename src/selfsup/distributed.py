@@ -71,3 +71,67 @@ def gather(x: Tensor) -> Tensor:
     out = [torch.empty_like(x) for _ in range(world_size())]
     dist.all_gather(out, x.contiguous())
     return torch.cat(out, dim=0)
+
+
+def init_distributed(device: torch.device) -> torch.device:
+    """Join the process group that ``torchrun`` describes in the environment.
+
+    Returns this rank's device: ``cuda:LOCAL_RANK`` on CUDA (NCCL), the CPU
+    otherwise (gloo). Without torchrun's variables it does nothing, so a
+    single process needs no process group.
+    """
+    if not launched_by_torchrun() or is_distributed():
+        return device
+    if device.type == "cuda":
+        device = torch.device("cuda", int(os.environ["LOCAL_RANK"]))
+        torch.cuda.set_device(device)
+        dist.init_process_group("nccl", device_id=device)
+    else:
+        dist.init_process_group("gloo")
+    return device
+
+
+def broadcast_object(obj):
+    """Rank 0's ``obj`` on every rank (e.g. the run folder's name)."""
+    if world_size() == 1:
+        return obj
+    box = [obj]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+def all_reduce_mean(x: Tensor) -> Tensor:
+    """Mean of ``x`` over ranks (in place on a copy); identity on one process."""
+    if world_size() == 1:
+        return x
+    x = x.clone()
+    dist.all_reduce(x, op=dist.ReduceOp.SUM)
+    return x / world_size()
+
+
+def barrier() -> None:
+    if world_size() > 1:
+        dist.barrier()
+
+
+@torch.no_grad()
+def gather_rows(x: Tensor, n: int) -> Tensor:
+    """Reassemble rows that rank r computed for ``range(r*c, (r+1)*c)``, c = ceil(n/world).
+
+    Each rank pads its chunk to c rows so ``all_gather`` sees equal shapes;
+    the padding is dropped here, so the result has exactly ``n`` rows in order.
+    """
+    if world_size() == 1:
+        return x
+    c = -(-n // world_size())
+    if x.shape[0] < c:
+        pad = x[-1:].expand(c - x.shape[0], *x.shape[1:]) if x.shape[0] else x.new_zeros(
+            c, *x.shape[1:])
+        x = torch.cat([x, pad])
+    return gather(x)[:n]
+
+
+def my_rows(n: int) -> slice:
+    """This rank's contiguous share of ``n`` rows (see :func:`gather_rows`)."""
+    c = -(-n // world_size())
+    return slice(min(rank() * c, n), min((rank() + 1) * c, n))

@@ -8,6 +8,8 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
+from selfsup.distributed import gather_rows, my_rows
+
 
 @torch.no_grad()
 def extract_features(
@@ -25,21 +27,28 @@ def extract_features(
     ``transform`` maps a uint8 batch on the device to the network input
     (the eval recipe: resize + normalise). The backbone's train/eval mode is
     restored afterwards, so a monitor inside training leaves BN as it was.
+    Under ``torchrun`` each rank encodes its share and every rank gets all N.
     """
     if device is None:
         device = next(backbone.parameters()).device
     was_training = backbone.training
     backbone.eval()
-    out = []
+    n = len(images)
+    mine = images[my_rows(n)]
+    out: list[Tensor] = []
     try:
-        steps = range(0, len(images), batch_size)
+        steps = range(0, len(mine), batch_size)
         for i in tqdm(steps, desc=desc, disable=not progress, leave=False):
-            x = transform(images[i : i + batch_size].to(device, non_blocking=True))
+            x = transform(mine[i : i + batch_size].to(device, non_blocking=True))
             with _autocast(device):
                 out.append(backbone(x).float())
     finally:
         backbone.train(was_training)
-    return torch.cat(out)
+    if out:
+        feats = torch.cat(out)
+    else:  # a rank with no share (n < world size)
+        feats = torch.zeros(0, backbone.feature_dim, device=device)
+    return gather_rows(feats, n)
 
 
 def _autocast(device: torch.device | str):

@@ -20,7 +20,15 @@ from tqdm.auto import tqdm
 from selfsup import __version__
 from selfsup.config import Config, base_lr_for, save_config
 from selfsup.data.loader import ResidentLoader
-from selfsup.distributed import is_main_process, rank, world_size
+from selfsup.distributed import (
+    all_reduce_mean,
+    broadcast_object,
+    init_distributed,
+    is_distributed,
+    is_main_process,
+    rank,
+    world_size,
+)
 from selfsup.errors import ConfigError, TrainingError
 from selfsup.experiment import (
     eval_augmentation,
@@ -114,15 +122,21 @@ def pretrain(cfg: Config, *, run_dir: str | Path | None = None, resume: bool = F
     t, r = cfg.train, cfg.run
     if t.num_threads:
         torch.set_num_threads(t.num_threads)
-    device = resolve_device(t.device)
-    torch.manual_seed(t.seed + rank())
+    launched = not is_distributed()
+    device = init_distributed(resolve_device(t.device))  # no-op outside torchrun
+    torch.manual_seed(t.seed)  # same initial weights on every rank
+    if t.sync_bn and device.type != "cuda":
+        raise ConfigError("train.sync_bn needs CUDA (torch's SyncBatchNorm has no CPU kernel)")
     if t.batch_size % world_size():
         raise ConfigError(f"train.batch_size {t.batch_size} is not divisible by the world size "
                           f"{world_size()}")
 
     data, augment, eval_tf, loader, model, optimizer = build_training(cfg, device)
 
-    run_dir = Path(run_dir) if run_dir is not None else new_run_dir(cfg)
+    if hasattr(model, "check_dataset_size"):
+        model.check_dataset_size(len(data.train))
+    # rank 0 names the run folder; the others must use the same one
+    run_dir = Path(broadcast_object(str(run_dir) if run_dir is not None else new_run_dir(cfg)))
     start_step = 0
     if resume:
         ckpt = load_checkpoint(run_dir / "checkpoints" / "last.pt", map_location=device)
@@ -137,7 +151,16 @@ def pretrain(cfg: Config, *, run_dir: str | Path | None = None, resume: bool = F
 
     spe = loader.steps_per_epoch
     total = t.steps if t.steps is not None else t.epochs * spe
-    step_fn = torch.compile(model) if t.compile else model
+    step_fn = model
+    if is_distributed():
+        if t.sync_bn:
+            model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+            optimizer = build_optimizer(cfg.optim.optimizer, model, base_lr_for(cfg),
+                                        cfg.optim.weight_decay, cfg.optim.momentum)
+        step_fn = torch.nn.parallel.DistributedDataParallel(
+            model, device_ids=[device] if device.type == "cuda" else None)
+    if t.compile:
+        step_fn = torch.compile(step_fn)
     autocast_dtype = precision_dtype(cfg, device)
     gen = torch.Generator(device=device)
 
@@ -180,11 +203,20 @@ def pretrain(cfg: Config, *, run_dir: str | Path | None = None, resume: bool = F
         bar.update(1)
 
         end_of_epoch = step % spe == 0
-        out_of_time = t.max_time_s is not None and time.perf_counter() - t_start > t.max_time_s
         mid_save = bool(r.checkpoint_steps) and step % r.checkpoint_steps == 0
+        out_of_time = False
+        over = t.max_time_s is not None and time.perf_counter() - t_start > t.max_time_s
+        # a single process stops on the step its budget runs out; ranks agree at sync points
+        sync = step % r.log_every == 0 or end_of_epoch or step == total or mid_save
         # every checkpoint is preceded by this finite check, so none can hold a NaN model
-        if step % r.log_every == 0 or end_of_epoch or out_of_time or step == total or mid_save:
-            last = {k: v.item() / count for k, v in sums.items()}  # the one host sync
+        if sync or (over and world_size() == 1):
+            names = sorted(sums)
+            # one all-reduce for metrics and rank 0's clock, so every rank stops together
+            packed = torch.stack([sums[k] / count for k in names] +
+                                 [torch.tensor(float(over) * world_size(), device=device)
+                                  if is_main_process() else torch.zeros((), device=device)])
+            packed = all_reduce_mean(packed).tolist()  # the one host sync
+            last, out_of_time = dict(zip(names, packed[:-1])), packed[-1] > 0.5
             if not all(math.isfinite(v) for v in last.values()):
                 bar.close()
                 raise TrainingError(
@@ -224,6 +256,8 @@ def pretrain(cfg: Config, *, run_dir: str | Path | None = None, resume: bool = F
         (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
         _plot(run_dir)
     logger.close()
+    if is_distributed() and launched:
+        torch.distributed.destroy_process_group()
     return run_dir
 
 
