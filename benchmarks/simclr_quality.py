@@ -1,4 +1,7 @@
-"""SimCLR quality at a fixed CPU wall-clock budget: selfsup vs a random floor vs lightly.
+"""Quality at a fixed CPU wall-clock budget: selfsup vs a random floor vs lightly.
+
+SimCLR by default; ``--method moco`` runs MoCo v2 (preset moco-v2-fashion-mnist
+against lightly's documented MoCo recipe) and writes moco_quality.json.
 
 Protocol (PROTOCOLS.md): full Fashion-MNIST train split (60,000 images, labels
 unused) for pretraining; ``knn-200`` (k=200, T=0.1, cosine on backbone
@@ -12,6 +15,7 @@ run (its images/s), which is not counted in the budget; the budget itself is
 a hard wall-clock cap on the training loop for both systems.
 
     python benchmarks/simclr_quality.py --budget-s 600
+    python benchmarks/simclr_quality.py --method moco --budget-s 600
 """
 
 from __future__ import annotations
@@ -29,7 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import PEER_PYTHON, ROOT, peer_available, print_table, write_results  # noqa: E402
 
 from selfsup.augment import build_recipe  # noqa: E402
-from selfsup.config import load_config  # noqa: E402
+from selfsup.config import base_lr_for, load_config  # noqa: E402
 from selfsup.data import load_dataset  # noqa: E402
 from selfsup.eval import extract_features, knn_accuracy  # noqa: E402
 from selfsup.experiment import load_run_backbone  # noqa: E402
@@ -55,18 +59,25 @@ def knn_eval(backbone, train, test) -> dict:
     return knn_accuracy(feats[0], train.labels, feats[1], test.labels, 10, k=200, temperature=0.1)
 
 
+PRESETS = {"simclr": "simclr-fashion-mnist", "moco": "moco-v2-fashion-mnist"}
+PEERS = {"simclr": "lightly_simclr.py", "moco": "lightly_moco.py"}
+
+
 def selfsup_overrides(args, work: Path) -> list[str]:
-    return ["--data.dataset", "fashion-mnist", "--data.root", args.data_root,
-            "--model.width", str(args.width), "--train.batch_size", str(args.batch),
-            "--train.seed", str(args.seed), "--eval.knn_every", "-1", "--run.progress", "false",
-            "--run.out_dir", str(work), "--method.temperature", str(args.temperature),
-            "--augment.crop_scale", f"[{args.crop_min}, 1.0]"]
+    out = ["--data.dataset", "fashion-mnist", "--data.root", args.data_root,
+           "--model.width", str(args.width), "--train.batch_size", str(args.batch),
+           "--train.seed", str(args.seed), "--eval.knn_every", "-1", "--run.progress", "false",
+           "--run.out_dir", str(work)]
+    if args.method == "simclr":
+        out += ["--method.temperature", str(args.temperature),
+                "--augment.crop_scale", f"[{args.crop_min}, 1.0]"]
+    return out
 
 
 def run_selfsup(args, work: Path) -> tuple[dict, Path]:
     base = selfsup_overrides(args, work)
     # 1. calibration: images/s of this machine, to plan the schedule's length
-    cal = pretrain(load_config("simclr-fashion-mnist",
+    cal = pretrain(load_config(PRESETS[args.method],
                                [*base, "--run.name", "calibrate", "--train.max_time_s", "25",
                                 "--train.steps", "100000"]))
     s = json.loads((cal / "summary.json").read_text())
@@ -74,10 +85,10 @@ def run_selfsup(args, work: Path) -> tuple[dict, Path]:
     steps = max(int(args.budget_s * ips / args.batch), 10)
     epochs_planned = steps * args.batch / 60_000
     # 2. the budgeted run: cosine over the planned steps, warm-up 10 % of them
-    run = pretrain(load_config("simclr-fashion-mnist", [
+    warmup = 0.1 * epochs_planned if args.method == "simclr" else 0.0  # MoCo v2: none
+    run = pretrain(load_config(PRESETS[args.method], [
         *base, "--run.name", "selfsup", "--train.steps", str(steps),
-        "--optim.warmup_epochs", str(0.1 * epochs_planned), "--train.max_time_s",
-        str(args.budget_s)]))
+        "--optim.warmup_epochs", str(warmup), "--train.max_time_s", str(args.budget_s)]))
     summary = json.loads((run / "summary.json").read_text())
     summary["planned_steps"] = steps
     return summary, run
@@ -85,7 +96,7 @@ def run_selfsup(args, work: Path) -> tuple[dict, Path]:
 
 def run_lightly(args, work: Path) -> dict:
     out = work / "lightly"
-    cmd = [str(PEER_PYTHON), str(ROOT / "benchmarks" / "peers" / "lightly_simclr.py"),
+    cmd = [str(PEER_PYTHON), str(ROOT / "benchmarks" / "peers" / PEERS[args.method]),
            "--data-root", args.data_root, "--budget-s", str(args.budget_s), "--batch",
            str(args.batch), "--width", str(args.width), "--seed", str(args.seed), "--threads",
            str(torch.get_num_threads()), "--workers", str(args.lightly_workers), "--out", str(out)]
@@ -95,6 +106,7 @@ def run_lightly(args, work: Path) -> dict:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--method", choices=sorted(PRESETS), default="simclr")
     p.add_argument("--data-root", default=default_root())
     p.add_argument("--budget-s", type=float, default=600)
     p.add_argument("--batch", type=int, default=256)
@@ -104,16 +116,17 @@ def main() -> None:
     p.add_argument("--crop-min", type=float, default=0.2)
     p.add_argument("--lightly-workers", type=int, default=1)
     p.add_argument("--skip-lightly", action="store_true")
-    p.add_argument("--work", default=str(ROOT / "benchmarks" / ".work" / "simclr_quality"))
+    p.add_argument("--work", default=None)
     args = p.parse_args()
-    work = Path(args.work)
+    work = Path(args.work or ROOT / "benchmarks" / ".work" / f"{args.method}_quality")
     if work.exists():
         import shutil
 
         shutil.rmtree(work)
     train = load_dataset("fashion-mnist", args.data_root, split="train")
     test = load_dataset("fashion-mnist", args.data_root, split="test")
-    common = {"method": "simclr", "dataset": "fashion-mnist", "backbone": BACKBONE,
+    common = {"method": "simclr" if args.method == "simclr" else "moco_v2",
+              "dataset": "fashion-mnist", "backbone": BACKBONE,
               "batch": args.batch, "budget_s": args.budget_s, "protocol": "knn-200",
               "metric": "top1", "seeds": [args.seed]}
     rows = []
@@ -130,11 +143,15 @@ def main() -> None:
     rows.append({"system": "selfsup", **common, "epochs": summary["epochs"],
                  "train_s": summary["train_s"], "value": acc["top1"], "top5": acc["top5"],
                  "images_per_s": summary["images_seen"] / summary["train_s"],
-                 "recipe": {"optimizer": cfg.optim.optimizer, "lr_scaling": cfg.optim.lr_scaling,
-                            "base_lr": cfg.optim.base_lr, "temperature": cfg.method.temperature,
-                            "strength": cfg.augment.strength, "crop_scale": cfg.augment.crop_scale,
+                 "recipe": {"preset": PRESETS[args.method], "optimizer": cfg.optim.optimizer,
+                            "lr": base_lr_for(cfg), "weight_decay": cfg.optim.weight_decay,
+                            "temperature": cfg.method.temperature,
+                            "augment": cfg.augment.recipe, "crop_scale": cfg.augment.crop_scale,
+                            "momentum": cfg.method.momentum if args.method == "moco" else None,
+                            "queue_size": cfg.method.queue_size if args.method == "moco" else None,
                             "planned_steps": summary["planned_steps"],
-                            "schedule": "warmup 10% + cosine over planned steps"}})
+                            "schedule": f"warmup {cfg.optim.warmup_epochs:.2f} ep + cosine "
+                                        "over planned steps"}})
 
     if not args.skip_lightly and peer_available():
         res = run_lightly(args, work)
@@ -149,7 +166,7 @@ def main() -> None:
         print(f"lightly venv not found at {PEER_PYTHON}; see benchmarks/peers/README.md")
 
     print_table(rows, ["system", "epochs", "train_s", "images_per_s", "value", "top5"])
-    path = write_results("simclr_quality", rows, "cpu",
+    path = write_results(f"{args.method}_quality", rows, "cpu",
                          {"protocol_detail": "knn-200: k=200, T=0.1, cosine, backbone h, "
                           "eval transform (normalise only), 60k train memory, 10k test queries"})
     print(f"wrote {path}")

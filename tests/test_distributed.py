@@ -65,7 +65,7 @@ def _torchrun(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("method", ["simclr"])
+@pytest.mark.parametrize("method", ["simclr", "moco"])
 def test_torchrun_two_processes_train_resume_one_log(tmp_path, method):
     args = ["--config", "quickstart", "--data.limit", "128", "--model.width", "0.125",
             "--train.batch_size", "32", "--train.epochs", "2", "--eval.knn_every", "0",

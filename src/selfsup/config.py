@@ -35,9 +35,9 @@ class DataConfig:
 @dataclass
 class AugmentConfig:
     recipe: str = "simclr"  # simclr | moco_v1 | moco_v2
-    strength: float = 0.5  # SimCLR colour strength s (0.5 for 32 px sets, 1.0 ImageNet)
-    blur: bool | None = None  # None: on above 32 px, off at 32 px and below (SimCLR)
-    crop_scale: tuple[float, float] = (0.08, 1.0)
+    strength: float = 0.5  # SimCLR colour strength s (0.5 at 32 px, 1.0 ImageNet); simclr only
+    blur: bool | None = None  # None: on above 32 px, off at 32 px and below (simclr, moco_v2)
+    crop_scale: tuple[float, float] | None = None  # None: the recipe's (SimCLR 0.08, MoCo 0.2)
 
 
 @dataclass

@@ -6,6 +6,7 @@ a run folder (its ``config.yaml`` and checkpoint) is all a later stage needs.
 
 from __future__ import annotations
 
+import inspect
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,7 +14,7 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from selfsup.augment import NORMALIZATION, build_recipe
+from selfsup.augment import NORMALIZATION, RECIPES, build_recipe
 from selfsup.config import Config, load_config
 from selfsup.data import ImageSet, load_dataset
 from selfsup.errors import ConfigError, DataError
@@ -70,9 +71,22 @@ def load_data(cfg: Config, *, need_test: bool = True) -> Data:
 
 
 def train_augmentation(cfg: Config, data: Data):
+    """The recipe named by ``augment.recipe``, given only the settings it takes."""
     a = cfg.augment
-    return build_recipe(a.recipe, size=data.size, strength=a.strength, blur=a.blur,
-                        crop_scale=a.crop_scale, mean=data.mean, std=data.std)
+    if a.recipe not in RECIPES or a.recipe == "eval":
+        raise ConfigError(f"unknown augment.recipe {a.recipe!r}; known: "
+                          f"{', '.join(r for r in sorted(RECIPES) if r != 'eval')}")
+    takes = inspect.signature(RECIPES[a.recipe]).parameters
+    kwargs: dict = {"size": data.size, "mean": data.mean, "std": data.std}
+    if "strength" in takes:
+        kwargs["strength"] = a.strength
+    if "blur" in takes:
+        kwargs["blur"] = a.blur
+    elif a.blur:
+        raise ConfigError(f"augment.blur: the {a.recipe} recipe has no blur")
+    if a.crop_scale is not None:
+        kwargs["crop_scale"] = a.crop_scale
+    return build_recipe(a.recipe, **kwargs)
 
 
 def eval_augmentation(data: Data):

@@ -8,6 +8,7 @@ from torch import nn
 
 from selfsup.config import Config
 from selfsup.errors import ConfigError
+from selfsup.methods.moco import MoCo
 from selfsup.methods.simclr import SimCLR
 from selfsup.models import ProjectionHead
 
@@ -19,7 +20,19 @@ def _simclr(cfg: Config, backbone: nn.Module) -> nn.Module:
     return SimCLR(backbone, head, temperature=cfg.method.temperature)
 
 
-METHODS: dict[str, Callable[[Config, nn.Module], nn.Module]] = {"simclr": _simclr}
+def _moco(cfg: Config, backbone: nn.Module) -> nn.Module:
+    """MoCo v1 (``model.head_layers: 1``, a linear fc) or v2 (2: Linear-ReLU-Linear, no BN)."""
+    m, me = cfg.model, cfg.method
+    d = backbone.feature_dim
+    head = ProjectionHead(d, m.head_hidden or d, m.out_dim, num_layers=m.head_layers,
+                          hidden_bn=False)
+    return MoCo(backbone, head, temperature=me.temperature, momentum=me.momentum,
+                queue_size=me.queue_size, symmetric=me.symmetric,
+                momentum_schedule=me.momentum_schedule, shuffle_bn=me.shuffle_bn,
+                bn_groups=me.bn_groups, out_dim=m.out_dim)
+
+
+METHODS: dict[str, Callable[[Config, nn.Module], nn.Module]] = {"simclr": _simclr, "moco": _moco}
 
 
 def build_method(cfg: Config, backbone: nn.Module) -> nn.Module:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 import time
 from datetime import datetime
 from pathlib import Path
@@ -185,7 +186,8 @@ def pretrain(cfg: Config, *, run_dir: str | Path | None = None, resume: bool = F
         logger.log({"event": "start", "step": 0, "steps_per_epoch": spe, "total_steps": total,
                     "lr": base_lr_for(cfg), "images": len(data.train), "device": str(device)})
     bar = tqdm(total=total, initial=start_step, desc=f"{cfg.method.name} pretrain",
-               disable=not (r.progress and is_main_process()), dynamic_ncols=True)
+               disable=not (r.progress and is_main_process()), dynamic_ncols=True,
+               mininterval=0.1 if sys.stderr.isatty() else 10.0)  # keep CI logs short
     sums: dict[str, torch.Tensor] = {}
     count, t_log, t_start = 0, time.perf_counter(), time.perf_counter()
     step, last = start_step, {}
