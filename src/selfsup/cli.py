@@ -58,8 +58,12 @@ def _parser() -> argparse.ArgumentParser:
     ex.add_argument("--checkpoint", default="last.pt", help="file in RUN/checkpoints")
 
     sub.add_parser("presets", help="list the YAML presets shipped with selfsup")
-    pl = sub.add_parser("plot", help="draw RUN/plots/training.png from the run's metrics")
-    pl.add_argument("run", metavar="RUN", help="run folder")
+    pl = sub.add_parser("plot", help="training, score-curve and histogram PNGs of runs, "
+                        "overlaid (into the first RUN's plots/)")
+    pl.add_argument("runs", metavar="RUN", nargs="+", help="run folders")
+    pl.add_argument("--epochs", type=float, nargs="+", default=None,
+                    help="epochs at which to draw score histograms (default 10%%, 50%%, 100%%)")
+    pl.add_argument("--out", default=None, help="output folder (default FIRST_RUN/plots)")
     return p
 
 
@@ -134,10 +138,14 @@ def main(argv: list[str] | None = None) -> int:
 
             print("\n".join(preset_names()))
         elif args.command == "plot":
-            from selfsup.plots import plot_run
+            from selfsup.plots import plot_runs
 
-            out = plot_run(args.run)
-            print(out if out else "nothing to plot (no metrics, or matplotlib missing)")
+            missing = [r for r in args.runs if not (Path(r) / "metrics.jsonl").is_file()]
+            if missing:
+                raise SelfsupError(f"{missing[0]}: not a run folder (no metrics.jsonl)")
+            written = plot_runs(args.runs, args.out, args.epochs)
+            hint = "nothing to plot (no metrics, or no matplotlib: pip install 'selfsup[plot]')"
+            print("\n".join(map(str, written)) if written else hint)
     except SelfsupError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -62,6 +62,15 @@ class MethodConfig:
     symmetric: bool = False  # loss on (q1, k2) and (q2, k1)
     shuffle_bn: str = "auto"  # auto | ddp | groups | off
     bn_groups: int = 8  # single-device shuffle-BN equivalent: BN statistics per group
+    # Feature Transformation (Zhu et al. ICCV 2021), for moco and simclr
+    ft_extrapolate: bool = False  # hard positives: lambda_ex = 1 + Beta(a_pos, a_pos)
+    ft_interpolate: bool = False  # diverse negatives: lambda_in ~ Beta(a_neg, a_neg)
+    ft_alpha_pos: float = 2.0
+    ft_alpha_neg: float = 1.6
+    ft_lambda_pos: float | None = None  # a fixed lambda_ex instead of the Beta draw (>= 1)
+    ft_granularity: str = "batch"  # batch (one draw per step) | sample | dim
+    ft_renormalize: bool = False  # L2-normalise the mixed features again
+    ft_start_epoch: float = 0.0  # FT is applied from this epoch on
 
 
 @dataclass
@@ -107,6 +116,7 @@ class RunConfig:
     checkpoint_every: int = 0  # also keep checkpoints/epoch_<N>.pt every N epochs
     checkpoint_steps: int = 0  # also write last.pt every N steps (mid-epoch resume)
     log_every: int = 20  # steps between metric syncs (each is one host sync)
+    score_bins: int = 40  # histogram bins of positive/negative cosine scores over [-1, 1]
     tensorboard: bool = False
     progress: bool = True
 
@@ -311,6 +321,19 @@ def validate(cfg: Config) -> None:
              f"method.shuffle_bn must be auto, ddp, groups or off, got {me.shuffle_bn!r}")
     _require(me.queue_size >= 1, f"method.queue_size must be >= 1, got {me.queue_size}")
     _require(me.bn_groups >= 1, f"method.bn_groups must be >= 1, got {me.bn_groups}")
+    _require(me.ft_alpha_pos > 0, f"method.ft_alpha_pos must be > 0, got {me.ft_alpha_pos}")
+    _require(me.ft_alpha_neg > 0, f"method.ft_alpha_neg must be > 0, got {me.ft_alpha_neg}")
+    _require(me.ft_lambda_pos is None or me.ft_lambda_pos >= 1,
+             f"method.ft_lambda_pos must be >= 1 for extrapolation (harder positives), got "
+             f"{me.ft_lambda_pos}; a value < 1 interpolates, which the FT paper finds no help")
+    _require(me.ft_granularity in ("batch", "sample", "dim"),
+             f"method.ft_granularity must be batch, sample or dim, got {me.ft_granularity!r}")
+    _require(me.ft_start_epoch >= 0,
+             f"method.ft_start_epoch must be >= 0, got {me.ft_start_epoch}")
+    _require(t.steps is not None or not (me.ft_extrapolate or me.ft_interpolate)
+             or me.ft_start_epoch < t.epochs,
+             f"method.ft_start_epoch {me.ft_start_epoch} is not before the end of the run "
+             f"(train.epochs {t.epochs}): Feature Transformation would never start")
     _require(m.width > 0, f"model.width must be > 0, got {m.width}")
     _require(m.head_layers >= 1, f"model.head_layers must be >= 1, got {m.head_layers}")
     _require(m.out_dim >= 1, f"model.out_dim must be >= 1, got {m.out_dim}")

@@ -1,4 +1,11 @@
-"""Plots of a run (needs matplotlib: ``pip install 'selfsup[plot]'``)."""
+"""Plots of one or several runs (needs matplotlib: ``pip install 'selfsup[plot]'``).
+
+``training.png``: loss, lr and k-NN accuracy; ``scores.png``: the three score
+curves of Zhu et al. (ICCV 2021) — mean positive score, mean and variance of
+the negative scores; ``histograms.png``: positive and negative score
+distributions at chosen epochs. Several runs are overlaid (e.g. m = 0.9 vs
+0.99, or with and without Feature Transformation).
+"""
 
 from __future__ import annotations
 
@@ -7,39 +14,89 @@ from pathlib import Path
 from selfsup.train.logging import read_jsonl
 
 
-def plot_run(run_dir: str | Path) -> Path | None:
-    """``plots/training.png``: loss, lr, positive/negative scores and k-NN accuracy by epoch."""
+def _records(run: Path) -> tuple[list[dict], list[dict], list[dict]]:
+    records = read_jsonl(run / "metrics.jsonl")
+    train = [r for r in records if "loss" in r]
+    knn = [r for r in records if "knn_top1" in r]
+    return train, knn, read_jsonl(run / "scores.jsonl")
+
+
+def _nearest(records: list[dict], epoch: float) -> dict | None:
+    return min(records, key=lambda r: abs(r["epoch"] - epoch)) if records else None
+
+
+def plot_runs(runs: list[str | Path], out_dir: str | Path | None = None,
+              hist_epochs: list[float] | None = None) -> list[Path]:
+    """Write the PNGs into ``out_dir`` (default: the first run's ``plots/``); return them."""
     try:
         import matplotlib
 
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
-        return None
-    run_dir = Path(run_dir)
-    records = read_jsonl(run_dir / "metrics.jsonl")
-    train = [r for r in records if "loss" in r]
-    knn = [r for r in records if "knn_top1" in r]
-    if not train:
-        return None
+        return []
+    runs = [Path(r) for r in runs]
+    data = {r.name if r.name not in [x.name for x in runs if x is not r] else str(r):
+            _records(r) for r in runs}
+    if not any(train for train, _, _ in data.values()):
+        return []
+    out = Path(out_dir) if out_dir is not None else runs[0] / "plots"
+    out.mkdir(parents=True, exist_ok=True)
+    written = []
+
     fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
-    ep = [r["epoch"] for r in train]
-    axes[0].plot(ep, [r["loss"] for r in train])
-    axes[0].set(title="loss", xlabel="epoch")
-    ax_lr = axes[0].twinx()
-    ax_lr.plot(ep, [r["lr"] for r in train], color="grey", alpha=0.4, lw=1)
-    ax_lr.set_ylabel("lr", color="grey")
-    if "pos_sim" in train[0]:
-        axes[1].plot(ep, [r["pos_sim"] for r in train], label="positive")
-        axes[1].plot(ep, [r["neg_sim"] for r in train], label="negative")
-        axes[1].legend()
-    axes[1].set(title="mean cosine score", xlabel="epoch")
-    if knn:
-        axes[2].plot([r["epoch"] for r in knn], [100 * r["knn_top1"] for r in knn], marker="o")
-    axes[2].set(title=f"k-NN top-1 % (k={knn[0]['knn_k'] if knn else 200})", xlabel="epoch")
+    for name, (train, knn, _) in data.items():
+        ep = [r["epoch"] for r in train]
+        axes[0].plot(ep, [r["loss"] for r in train], label=name)
+        axes[1].plot(ep, [r["lr"] for r in train], label=name)
+        if knn:
+            axes[2].plot([r["epoch"] for r in knn], [100 * r["knn_top1"] for r in knn],
+                         marker="o", label=name)
+    for ax, title in zip(axes, ("loss", "learning rate", "k-NN top-1 % (k=200, T=0.1)")):
+        ax.set(title=title, xlabel="epoch")
+    axes[0].legend(fontsize=7)
+    written.append(_save(fig, out / "training.png", plt))
+
+    if any("pos_sim" in (train[0] if train else {}) for train, _, _ in data.values()):
+        fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
+        for name, (train, _, _) in data.items():
+            ep = [r["epoch"] for r in train if "pos_sim" in r]
+            for ax, key in zip(axes, ("pos_sim", "neg_sim", "neg_var")):
+                ax.plot(ep, [r[key] for r in train if key in r], label=name)
+        for ax, title in zip(axes, ("mean positive score", "mean negative score",
+                                    "variance of negative scores")):
+            ax.set(title=title, xlabel="epoch")
+        axes[0].legend(fontsize=7)
+        written.append(_save(fig, out / "scores.png", plt))
+
+    with_hist = {n: s for n, (_, _, s) in data.items() if s}
+    if with_hist:
+        last = max(s[-1]["epoch"] for s in with_hist.values())
+        epochs = hist_epochs or [round(last * f, 2) for f in (0.1, 0.5, 1.0)]
+        fig, axes = plt.subplots(1, len(epochs), figsize=(4.3 * len(epochs), 3.4), squeeze=False)
+        for ax, epoch in zip(axes[0], epochs):
+            for i, (name, s) in enumerate(with_hist.items()):
+                rec = _nearest(s, epoch)
+                n = len(rec["pos_hist"])
+                centers = [-1 + (2 * j + 1) / n for j in range(n)]
+                for key, style in (("pos_hist", "-"), ("neg_hist", ":")):
+                    total = sum(rec[key]) or 1
+                    ax.plot(centers, [c / total for c in rec[key]], style, color=f"C{i}",
+                            label=f"{name} {key[:3]}")
+            ax.set(title=f"scores at epoch ~{epoch:g}", xlabel="cosine score", ylabel="fraction")
+        axes[0][0].legend(fontsize=7)
+        written.append(_save(fig, out / "histograms.png", plt))
+    return written
+
+
+def _save(fig, path: Path, plt) -> Path:
     fig.tight_layout()
-    out = run_dir / "plots" / "training.png"
-    out.parent.mkdir(exist_ok=True)
-    fig.savefig(out, dpi=110)
+    fig.savefig(path, dpi=90)
     plt.close(fig)
-    return out
+    return path
+
+
+def plot_run(run_dir: str | Path) -> Path | None:
+    """The plots of one run in ``RUN/plots``; returns ``training.png`` (None without matplotlib)."""
+    written = plot_runs([run_dir])
+    return written[0] if written else None

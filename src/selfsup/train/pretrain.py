@@ -149,6 +149,7 @@ def pretrain(cfg: Config, *, run_dir: str | Path | None = None, resume: bool = F
         run_dir.mkdir(parents=True, exist_ok=True)
         save_config(cfg, run_dir / "config.yaml")
     logger = MetricsLogger(run_dir, tensorboard=r.tensorboard)
+    scores = MetricsLogger(run_dir, filename="scores.jsonl", writer=logger.writer)
 
     spe = loader.steps_per_epoch
     total = t.steps if t.steps is not None else t.epochs * spe
@@ -192,7 +193,11 @@ def pretrain(cfg: Config, *, run_dir: str | Path | None = None, resume: bool = F
     count, t_log, t_start = 0, time.perf_counter(), time.perf_counter()
     step, last = start_step, {}
     model.train()
+    if hasattr(model, "generator"):
+        model.generator = gen  # FT draws continue the step's seeded stream: exact resume
     while step < total:
+        if hasattr(model, "epoch"):
+            model.epoch = step / spe  # FT's start epoch
         views = make_views(loader, augment, gen, step, t.seed, channels_last=t.channels_last)
         lr = lr_at(cfg, step, total, spe)
         metrics = optimisation_step(step_fn, optimizer, views, lr, autocast_dtype, device)
@@ -212,13 +217,21 @@ def pretrain(cfg: Config, *, run_dir: str | Path | None = None, resume: bool = F
         sync = step % r.log_every == 0 or end_of_epoch or step == total or mid_save
         # every checkpoint is preceded by this finite check, so none can hold a NaN model
         if sync or (over and world_size() == 1):
-            names = sorted(sums)
-            # one all-reduce for metrics and rank 0's clock, so every rank stops together
-            packed = torch.stack([sums[k] / count for k in names] +
-                                 [torch.tensor(float(over) * world_size(), device=device)
-                                  if is_main_process() else torch.zeros((), device=device)])
+            names = sorted(k for k, v in sums.items() if v.ndim == 0)
+            hists = sorted(k for k, v in sums.items() if v.ndim == 1)  # score histograms
+            # one all-reduce for metrics, histograms and rank 0's clock: ranks stop together
+            clock = (torch.tensor(float(over) * world_size(), device=device)
+                     if is_main_process() else torch.zeros((), device=device))
+            packed = torch.cat([torch.stack([sums[k] / count for k in names] + [clock]),
+                                *[sums[k] for k in hists]])
             packed = all_reduce_mean(packed).tolist()  # the one host sync
-            last, out_of_time = dict(zip(names, packed[:-1])), packed[-1] > 0.5
+            last = dict(zip(names, packed[: len(names)]))
+            out_of_time = packed[len(names)] > 0.5
+            hist_values, i = {}, len(names) + 1
+            for k in hists:  # back to counts summed over ranks
+                n_bins = sums[k].numel()
+                hist_values[k] = [round(v * world_size()) for v in packed[i : i + n_bins]]
+                i += n_bins
             if not all(math.isfinite(v) for v in last.values()):
                 bar.close()
                 raise TrainingError(
@@ -230,6 +243,10 @@ def pretrain(cfg: Config, *, run_dir: str | Path | None = None, resume: bool = F
             ips = count * t.batch_size / max(now - t_log, 1e-9)
             logger.log({"step": step, "epoch": round(step / spe, 4), "lr": lr, **last,
                         "images_per_s": round(ips, 1)})
+            if hist_values:
+                scores.log({"step": step, "epoch": round(step / spe, 4),
+                            **{k: last[k] for k in ("pos_sim", "neg_sim", "neg_var") if k in last},
+                            "bins": [-1.0, 1.0], **hist_values})
             bar.set_postfix(loss=f"{last['loss']:.4f}", lr=f"{lr:.3g}")
             sums, count, t_log = {}, 0, now
         if end_of_epoch or out_of_time or step == total:
@@ -258,6 +275,7 @@ def pretrain(cfg: Config, *, run_dir: str | Path | None = None, resume: bool = F
         (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
         _plot(run_dir)
     logger.close()
+    scores.close()
     if is_distributed() and launched:
         torch.distributed.destroy_process_group()
     return run_dir

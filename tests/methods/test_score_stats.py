@@ -1,0 +1,26 @@
+"""Score statistics against a float64 recomputation (Zhu et al. ICCV 2021 §3)."""
+
+import torch
+
+from selfsup.methods.score_stats import bin_edges, score_stats
+
+
+def test_matches_float64_reference():
+    g = torch.Generator().manual_seed(0)
+    l_pos = torch.rand(64, generator=g) * 2 - 1
+    l_neg = torch.rand(64, 300, generator=g) * 2 - 1
+    s = score_stats(l_pos, l_neg, bins=20)
+    pos, neg = l_pos.double(), l_neg.double().reshape(-1)
+    assert torch.allclose(s["pos_sim"].double(), pos.mean(), atol=1e-6)
+    assert torch.allclose(s["neg_sim"].double(), neg.mean(), atol=1e-6)
+    assert torch.allclose(s["neg_var"].double(), ((neg - neg.mean()) ** 2).mean(), atol=1e-6)
+    edges = bin_edges(20)
+    want = [((neg >= lo) & ((neg < hi) if i < 19 else (neg <= hi))).sum().item()
+            for i, (lo, hi) in enumerate(zip(edges, edges[1:]))]
+    assert s["neg_hist"].tolist() == want and sum(want) == neg.numel()
+    assert s["pos_hist"].sum().item() == 64
+
+
+def test_bfloat16_scores_and_rounding_outside_range():
+    s = score_stats(torch.tensor([1.0000001, -1.0000001]).bfloat16(), torch.zeros(2, 3), bins=4)
+    assert s["pos_hist"].tolist() == [1, 0, 0, 1] and s["neg_hist"].sum().item() == 6
