@@ -60,9 +60,9 @@ def plot_runs(runs: list[str | Path], out_dir: str | Path | None = None,
     if any("pos_sim" in (train[0] if train else {}) for train, _, _ in data.values()):
         fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
         for name, (train, _, _) in data.items():
-            ep = [r["epoch"] for r in train if "pos_sim" in r]
             for ax, key in zip(axes, ("pos_sim", "neg_sim", "neg_var")):
-                ax.plot(ep, [r[key] for r in train if key in r], label=name)
+                rows = [r for r in train if key in r]
+                ax.plot([r["epoch"] for r in rows], [r[key] for r in rows], label=name)
         for ax, title in zip(axes, ("mean positive score", "mean negative score",
                                     "variance of negative scores")):
             ax.set(title=title, xlabel="epoch")
