@@ -25,6 +25,12 @@ with these differences, each for a reason:
   key batches are enqueued (as the MoCo CIFAR-10 demo does; it *sums* the two
   losses, which only scales the learning rate by 2). K must then hold 2 x the
   global batch.
+
+Feature Transformation (Zhu et al., ICCV 2021, arXiv 2108.02982), optional
+(``ft``): the normalised pair (q, k+) is extrapolated and a clone of the queue
+is interpolated with a fresh permutation of itself, for this step's loss
+only; the queue is refilled with the original, un-mixed keys. In symmetric
+mode each direction draws its own λ_ex, λ_in and permutation.
 """
 
 from __future__ import annotations
@@ -39,6 +45,8 @@ from torch import Tensor, nn
 from selfsup.distributed import gather, is_distributed, world_size
 from selfsup.errors import ConfigError
 from selfsup.losses.infonce import info_nce_logits
+from selfsup.methods.feature_transform import FeatureTransform, private_generator
+from selfsup.methods.score_stats import score_stats
 from selfsup.methods.shuffle_bn import ddp_key_forward, grouped_key_forward
 from selfsup.train.schedule import cosine_momentum
 
@@ -49,9 +57,16 @@ class MoCo(nn.Module):
     """Query encoder (``backbone``, ``head``), key encoder (``backbone_k``, ``head_k``), queue.
 
     ``forward(views)`` takes two views (query, key) and returns ``(loss, metrics)``
-    with metrics ``loss``, ``pos_sim`` (mean q·k+), ``neg_sim`` (mean q·queue) and
-    ``neg_var`` (variance of the q·queue scores): the score monitor of Zhu et al.
-    (ICCV 2021), read from the logits the loss already computed.
+    with metrics ``loss`` and :func:`score_stats` of this step's scores: ``pos_sim``
+    (mean q·k+), ``neg_sim`` (mean q·queue), ``neg_var`` (variance of the q·queue
+    scores) and ``pos_hist`` / ``neg_hist`` (``score_bins`` bins over [-1, 1]): the
+    score monitor of Zhu et al. (ICCV 2021), read from the scores the loss already
+    computed, i.e. after FT when FT applies (extrapolated q̂·k̂, q̂·mixed queue).
+
+    ``ft``: Feature Transformation settings (off by default); it applies in
+    training mode from ``ft.start_epoch`` on, reading :attr:`epoch` (set by
+    the loop before each step) and drawing from :attr:`generator` (the run's
+    seeded generator; if None, a private one seeded 0 is made on first use).
 
     ``shuffle_bn``: ``"ddp"`` shuffles the key batch across ranks, ``"groups"``
     computes the key encoder's BN statistics per group of ``bn_groups`` (one
@@ -62,7 +77,8 @@ class MoCo(nn.Module):
     def __init__(self, backbone: nn.Module, head: nn.Module, *, temperature: float,
                  momentum: float, queue_size: int, symmetric: bool = False,
                  momentum_schedule: str = "constant", shuffle_bn: str = "auto",
-                 bn_groups: int = 8, out_dim: int | None = None) -> None:
+                 bn_groups: int = 8, out_dim: int | None = None,
+                 ft: FeatureTransform | None = None, score_bins: int = 40) -> None:
         super().__init__()
         if not temperature > 0:
             raise ConfigError(f"method.temperature must be > 0, got {temperature}")
@@ -92,6 +108,10 @@ class MoCo(nn.Module):
         # the queue of normalised keys: K x d, and the position of its oldest entry
         self.register_buffer("queue", F.normalize(torch.randn(self.K, out_dim), dim=1))  # K x d
         self.register_buffer("queue_ptr", torch.zeros(1, dtype=torch.long))  # 1
+        self.ft = ft if ft is not None else FeatureTransform()
+        self.score_bins = int(score_bins)
+        self.generator: torch.Generator | None = None  # the loop sets the run's generator
+        self.epoch: float = 0.0  # the loop sets step / steps_per_epoch before each step
 
     # -- the two encoders -------------------------------------------------------------
     @property
@@ -179,8 +199,19 @@ class MoCo(nn.Module):
             k = self._encode_k(im_k)  # N x d
         return F.normalize(k, dim=1)  # N x d
 
+    def _generator(self, device: torch.device) -> torch.Generator:
+        if self.generator is None:
+            self.generator = private_generator(device)
+        return self.generator
+
     def _contrast(self, im_q: Tensor, k: Tensor, queue: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         q = F.normalize(self.head(self.backbone(im_q)), dim=1)  # N x d
+        if self.training and self.ft.active(self.epoch):
+            gen = self._generator(q.device)
+            if self.ft.extrapolate:  # hard positives: q̂ = λq + (1-λ)k, k̂ = λk + (1-λ)q
+                q, k = self.ft.positives(q, k.to(q.dtype), gen)  # N x d, N x d
+            if self.ft.interpolate:  # diverse negatives: a mixed copy of the queue
+                queue, _ = self.ft.negatives(queue, gen)  # K x d
         return info_nce_logits(q, k, queue, self.T, normalize=False)  # [], N, N x K
 
     def forward(self, views: list[Tensor]) -> tuple[Tensor, dict[str, Tensor]]:
@@ -201,15 +232,10 @@ class MoCo(nn.Module):
             keys = torch.cat([k1, k2])  # 2N x d
         if self.training:
             self._dequeue_and_enqueue(keys)
-        return loss, _score_stats(loss.detach(), l_pos.detach(), l_neg.detach())
+        return loss, {"loss": loss.detach(), **score_stats(l_pos, l_neg, self.score_bins)}
 
     def extra_repr(self) -> str:
         return (f"K={self.K}, m={self.m}, T={self.T}, symmetric={self.symmetric}, "
                 f"momentum_schedule={self.momentum_schedule!r}, shuffle_bn={self.shuffle_bn!r}, "
-                f"bn_groups={self.bn_groups}")
+                f"bn_groups={self.bn_groups}, ft={self.ft}")
 
-
-def _score_stats(loss: Tensor, l_pos: Tensor, l_neg: Tensor) -> dict[str, Tensor]:
-    """Mean positive score, mean and variance of the negative scores (device tensors)."""
-    neg_var, neg_sim = torch.var_mean(l_neg.float(), correction=0)
-    return {"loss": loss, "pos_sim": l_pos.float().mean(), "neg_sim": neg_sim, "neg_var": neg_var}

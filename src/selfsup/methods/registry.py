@@ -8,16 +8,28 @@ from torch import nn
 
 from selfsup.config import Config
 from selfsup.errors import ConfigError
+from selfsup.methods.feature_transform import FeatureTransform
 from selfsup.methods.moco import MoCo
 from selfsup.methods.simclr import SimCLR
 from selfsup.models import ProjectionHead
+
+
+def feature_transform(cfg: Config) -> FeatureTransform:
+    """The FT settings of ``cfg.method`` (Zhu et al., ICCV 2021); off unless asked for."""
+    me = cfg.method
+    return FeatureTransform(
+        extrapolate=me.ft_extrapolate, interpolate=me.ft_interpolate,
+        alpha_pos=me.ft_alpha_pos, alpha_neg=me.ft_alpha_neg, lambda_pos=me.ft_lambda_pos,
+        granularity=me.ft_granularity, renormalize=me.ft_renormalize,
+        start_epoch=me.ft_start_epoch)
 
 
 def _simclr(cfg: Config, backbone: nn.Module) -> nn.Module:
     m = cfg.model
     d = backbone.feature_dim
     head = ProjectionHead(d, m.head_hidden or d, m.out_dim, num_layers=m.head_layers)
-    return SimCLR(backbone, head, temperature=cfg.method.temperature)
+    return SimCLR(backbone, head, temperature=cfg.method.temperature,
+                  ft=feature_transform(cfg), score_bins=cfg.run.score_bins)
 
 
 def _moco(cfg: Config, backbone: nn.Module) -> nn.Module:
@@ -29,7 +41,8 @@ def _moco(cfg: Config, backbone: nn.Module) -> nn.Module:
     return MoCo(backbone, head, temperature=me.temperature, momentum=me.momentum,
                 queue_size=me.queue_size, symmetric=me.symmetric,
                 momentum_schedule=me.momentum_schedule, shuffle_bn=me.shuffle_bn,
-                bn_groups=me.bn_groups, out_dim=m.out_dim)
+                bn_groups=me.bn_groups, out_dim=m.out_dim, ft=feature_transform(cfg),
+                score_bins=cfg.run.score_bins)
 
 
 METHODS: dict[str, Callable[[Config, nn.Module], nn.Module]] = {"simclr": _simclr, "moco": _moco}

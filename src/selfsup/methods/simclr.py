@@ -3,6 +3,12 @@
 Chen, Kornblith, Norouzi, Hinton, ICML 2020 (arXiv 2002.05709). "We use
 h_i = f(x_i) ... after the average pooling layer" as the representation and
 "z_i = g(h_i)" only for the loss (§2.1).
+
+Feature Transformation (Zhu et al., ICCV 2021, arXiv 2108.02982) is optional
+(``ft``). Its negatives in SimCLR are the other views of the batch, so the
+NT-Xent logits are built here (:func:`nt_xent_ft`) instead of by
+:func:`~selfsup.losses.nt_xent`; with FT off (or before ``ft.start_epoch``)
+the plain ``nt_xent`` is called, so the loss is unchanged bit for bit.
 """
 
 from __future__ import annotations
@@ -11,7 +17,66 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from selfsup.distributed import gather_with_grad, rank
 from selfsup.losses import nt_xent
+from selfsup.methods.feature_transform import FeatureTransform, private_generator
+from selfsup.methods.score_stats import score_stats
+
+
+def nt_xent_ft(z1: Tensor, z2: Tensor, temperature: float, ft: FeatureTransform,
+               generator: torch.Generator) -> tuple[Tensor, Tensor, Tensor]:
+    """``(loss, l_pos, l_neg)``: NT-Xent over 2N anchors with FT on normalised ``z1, z2`` (N, d).
+
+    What is mixed (the loss formula is that of ``nt_xent``):
+
+    - extrapolation (``ft.extrapolate``): each pair (z1_i, z2_i) becomes
+      (ẑ1_i, ẑ2_i) = extrapolate_positives(z1, z2, λ_ex). The anchors and their
+      positives are the extrapolated views, so the positive score is ẑ1_i·ẑ2_i
+      (as q̂·k̂ in MoCo); the negatives are built from the un-extrapolated views.
+    - interpolation (``ft.interpolate``): the candidate set z_all (the 2M
+      normalised views, M = world x N) is mixed with a fresh permutation of
+      itself, ẑ_all = λ_in z_all + (1 − λ_in) z_all[perm], and ẑ_all[j] is the
+      negative at column j. The positive column keeps the un-mixed positive
+      score, the self column stays excluded. Where perm[j] is the anchor or its
+      positive, the negative j is left un-mixed (z_all[j]): no negative holds a
+      part of the anchor's own image.
+
+    ``l_pos`` (2N,) and ``l_neg`` (2N, 2M − 2) are the scores the loss uses,
+    before /τ: cosines when no FT is applied or with ``ft.renormalize``.
+    """
+    n = z1.shape[0]
+    z_all = torch.cat([gather_with_grad(z1), gather_with_grad(z2)])  # 2M x d
+    m2 = z_all.shape[0]
+    m = m2 // 2
+    local = torch.arange(n, device=z1.device) + rank() * n  # N: this rank's rows in z1_all
+    self_idx = torch.cat([local, local + m])  # 2N: each anchor's column in z_all
+    pos_idx = torch.cat([local + m, local])  # 2N: its other view
+    anchors, partners = torch.cat([z1, z2]), torch.cat([z2, z1])  # 2N x d each
+    if ft.extrapolate:
+        z1_hat, z2_hat = ft.positives(z1, z2, generator)  # N x d each
+        anchors, partners = torch.cat([z1_hat, z2_hat]), torch.cat([z2_hat, z1_hat])  # 2N x d
+    l_pos = torch.einsum("nc,nc->n", anchors, partners)  # 2N
+    rows = torch.arange(2 * n, device=z1.device)  # 2N
+    if ft.interpolate:
+        mixed, perm = ft.negatives(z_all, generator)  # 2M x d, 2M
+        scores = torch.einsum("nc,mc->nm", anchors, mixed)  # 2N x 2M
+        inv = torch.argsort(perm)  # inv[perm[j]] = j: the column mixed with candidate perm[j]
+        for own in (self_idx, pos_idx):  # columns whose mix partner is the anchor's image
+            col = inv[own]  # 2N
+            plain = torch.einsum("nc,nc->n", anchors, z_all[col])  # 2N: un-mixed negative
+            scores = scores.index_put((rows, col), plain)
+    else:
+        scores = torch.einsum("nc,mc->nm", anchors, z_all)  # 2N x 2M
+    scores = scores.index_put((rows, pos_idx), l_pos)  # 2N x 2M: the un-mixed positive
+    self_mask = torch.zeros_like(scores, dtype=torch.bool)  # 2N x 2M
+    self_mask[rows, self_idx] = True
+    neg_mask = ~self_mask
+    neg_mask[rows, pos_idx] = False
+    l_neg = scores[neg_mask].view(2 * n, m2 - 2)  # 2N x 2(M-1)
+    if scores.dtype in (torch.float16, torch.bfloat16):
+        scores = scores.float()  # a softmax in half precision loses the positive's margin
+    logits = scores.masked_fill(self_mask, float("-inf")) / temperature  # 2N x 2M
+    return F.cross_entropy(logits, pos_idx), l_pos, l_neg
 
 
 class SimCLR(nn.Module):
@@ -19,15 +84,35 @@ class SimCLR(nn.Module):
 
     Both views go through the backbone as one batch of 2N images, so batch
     norm sees the whole batch (one call, fewer kernel launches).
+
+    Metrics: ``loss`` and :func:`score_stats` (``pos_sim``, ``neg_sim``,
+    ``neg_var``, ``pos_hist``, ``neg_hist``; ``score_bins`` bins) of this step's
+    scores: with FT applied, the scores its loss used (l_pos (2N,), l_neg
+    (2N, 2(M − 1))); with FT off, the cosines of the local batch, from one
+    no-grad 2N x 2N product (``nt_xent`` does not return its logits).
+
+    ``ft`` applies in training mode from ``ft.start_epoch`` on, reading
+    :attr:`epoch` (set by the loop) and drawing from :attr:`generator` (the
+    run's seeded generator; if None, a private one seeded 0 on first use).
     """
 
-    def __init__(self, backbone: nn.Module, head: nn.Module, temperature: float = 0.5) -> None:
+    def __init__(self, backbone: nn.Module, head: nn.Module, temperature: float = 0.5,
+                 ft: FeatureTransform | None = None, score_bins: int = 40) -> None:
         super().__init__()
         if not temperature > 0:
             raise ValueError(f"temperature must be > 0, got {temperature}")
         self.backbone = backbone
         self.head = head
         self.temperature = temperature
+        self.ft = ft if ft is not None else FeatureTransform()
+        self.score_bins = int(score_bins)
+        self.generator: torch.Generator | None = None  # the loop sets the run's generator
+        self.epoch: float = 0.0  # the loop sets step / steps_per_epoch before each step
+
+    def _generator(self, device: torch.device) -> torch.Generator:
+        if self.generator is None:
+            self.generator = private_generator(device)
+        return self.generator
 
     def forward(self, views: list[Tensor]) -> tuple[Tensor, dict[str, Tensor]]:
         if len(views) != 2:
@@ -36,16 +121,29 @@ class SimCLR(nn.Module):
         h = self.backbone(torch.cat(views))  # 2N x D
         z = self.head(h)  # 2N x d
         z1, z2 = z[:n], z[n:]
-        loss = nt_xent(z1, z2, self.temperature)
-        return loss, _pair_scores(z1.detach(), z2.detach(), loss.detach())
+        if self.training and self.ft.active(self.epoch):
+            if n < 2:
+                raise ValueError(f"SimCLR needs at least 2 images for negatives, got N={n}")
+            z1, z2 = F.normalize(z1, dim=1), F.normalize(z2, dim=1)  # N x d each
+            gen = self._generator(z.device)
+            loss, l_pos, l_neg = nt_xent_ft(z1, z2, self.temperature, self.ft, gen)
+        else:
+            loss = nt_xent(z1, z2, self.temperature)
+            l_pos, l_neg = _plain_scores(z.detach(), n)
+        return loss, {"loss": loss.detach(), **score_stats(l_pos, l_neg, self.score_bins)}
+
+    def extra_repr(self) -> str:
+        return f"temperature={self.temperature}, ft={self.ft}"
 
 
 @torch.no_grad()
-def _pair_scores(z1: Tensor, z2: Tensor, loss: Tensor) -> dict[str, Tensor]:
-    """Mean positive and negative cosine scores of the batch (device tensors, no sync)."""
-    z1, z2 = F.normalize(z1.float(), dim=1), F.normalize(z2.float(), dim=1)
-    pos = (z1 * z2).sum(1).mean()
-    s = z1 @ z2.T  # N x N; off-diagonal entries are cross-view negatives
-    n = s.shape[0]
-    neg = (s.sum() - s.diagonal().sum()) / max(n * (n - 1), 1)
-    return {"loss": loss, "pos_sim": pos, "neg_sim": neg}
+def _plain_scores(z: Tensor, n: int) -> tuple[Tensor, Tensor]:
+    """Cosine ``l_pos`` (2N,) and ``l_neg`` (2N, 2(N − 1)) of the views ``z`` (2N, d)."""
+    z = F.normalize(z.float(), dim=1)  # 2N x d
+    s = z @ z.T  # 2N x 2N
+    rows = torch.arange(2 * n, device=z.device)
+    pos_idx = (rows + n) % (2 * n)  # 2N: the other view
+    neg_mask = torch.ones_like(s, dtype=torch.bool)
+    neg_mask[rows, rows] = False
+    neg_mask[rows, pos_idx] = False
+    return s[rows, pos_idx], s[neg_mask].view(2 * n, 2 * n - 2)
