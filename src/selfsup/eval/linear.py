@@ -49,11 +49,3 @@ def linear_probe(
                    "standardize": standardize},
     }
 
-
-def state_fingerprint(module: nn.Module) -> Tensor:
-    """A float64 checksum of every parameter and buffer (to show a backbone stayed frozen)."""
-    with torch.no_grad():
-        return torch.stack(
-            [t.detach().double().sum() + t.detach().double().abs().sum()
-             for t in module.state_dict().values() if t.is_floating_point()]
-        ).cpu()
