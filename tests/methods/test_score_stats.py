@@ -24,3 +24,16 @@ def test_matches_float64_reference():
 def test_bfloat16_scores_and_rounding_outside_range():
     s = score_stats(torch.tensor([1.0000001, -1.0000001]).bfloat16(), torch.zeros(2, 3), bins=4)
     assert s["pos_hist"].tolist() == [1, 0, 0, 1] and s["neg_hist"].sum().item() == 6
+
+
+def test_drop_two_columns_equals_boolean_mask():
+    from selfsup.methods.score_stats import drop_two_columns
+
+    g = torch.Generator().manual_seed(1)
+    s = torch.randn(7, 9, generator=g)
+    a = torch.randint(0, 9, (7,), generator=g)
+    b = (a + torch.randint(1, 9, (7,), generator=g)) % 9  # never equal to a
+    mask = torch.ones_like(s, dtype=torch.bool)
+    mask[torch.arange(7), a] = False
+    mask[torch.arange(7), b] = False
+    assert torch.equal(drop_two_columns(s, a, b), s[mask].view(7, 7))

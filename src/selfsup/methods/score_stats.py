@@ -41,3 +41,16 @@ def score_stats(l_pos: Tensor, l_neg: Tensor, bins: int = 40) -> dict[str, Tenso
 def bin_edges(bins: int = 40) -> list[float]:
     lo, hi = SCORE_RANGE
     return [lo + (hi - lo) * i / bins for i in range(bins + 1)]
+
+
+def drop_two_columns(s: Tensor, a: Tensor, b: Tensor) -> Tensor:
+    """``s`` (R, C) without column ``a[r]`` and ``b[r]`` in each row r: (R, C - 2).
+
+    Index arithmetic instead of a boolean mask: ``s[mask]`` needs the mask's
+    count on the host, i.e. a device sync every step. Requires a[r] != b[r].
+    """
+    lo, hi = torch.minimum(a, b)[:, None], torch.maximum(a, b)[:, None]  # R x 1
+    cols = torch.arange(s.shape[1] - 2, device=s.device).expand(s.shape[0], -1)  # R x (C-2)
+    cols = cols + (cols >= lo)  # skip the smaller column
+    cols = cols + (cols >= hi)  # then the larger one
+    return s.gather(1, cols)

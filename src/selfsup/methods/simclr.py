@@ -20,7 +20,7 @@ from torch import Tensor, nn
 from selfsup.distributed import gather_with_grad, rank
 from selfsup.losses import nt_xent
 from selfsup.methods.feature_transform import FeatureTransform, private_generator
-from selfsup.methods.score_stats import score_stats
+from selfsup.methods.score_stats import drop_two_columns, score_stats
 
 
 def nt_xent_ft(z1: Tensor, z2: Tensor, temperature: float, ft: FeatureTransform,
@@ -70,9 +70,7 @@ def nt_xent_ft(z1: Tensor, z2: Tensor, temperature: float, ft: FeatureTransform,
     scores = scores.index_put((rows, pos_idx), l_pos)  # 2N x 2M: the un-mixed positive
     self_mask = torch.zeros_like(scores, dtype=torch.bool)  # 2N x 2M
     self_mask[rows, self_idx] = True
-    neg_mask = ~self_mask
-    neg_mask[rows, pos_idx] = False
-    l_neg = scores[neg_mask].view(2 * n, m2 - 2)  # 2N x 2(M-1)
+    l_neg = drop_two_columns(scores, self_idx, pos_idx)  # 2N x 2(M-1)
     if scores.dtype in (torch.float16, torch.bfloat16):
         scores = scores.float()  # a softmax in half precision loses the positive's margin
     logits = scores.masked_fill(self_mask, float("-inf")) / temperature  # 2N x 2M
@@ -143,7 +141,4 @@ def _plain_scores(z: Tensor, n: int) -> tuple[Tensor, Tensor]:
     s = z @ z.T  # 2N x 2N
     rows = torch.arange(2 * n, device=z.device)
     pos_idx = (rows + n) % (2 * n)  # 2N: the other view
-    neg_mask = torch.ones_like(s, dtype=torch.bool)
-    neg_mask[rows, rows] = False
-    neg_mask[rows, pos_idx] = False
-    return s[rows, pos_idx], s[neg_mask].view(2 * n, 2 * n - 2)
+    return s[rows, pos_idx], drop_two_columns(s, rows, pos_idx)  # 2N, 2N x 2(N-1)
