@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -81,6 +82,10 @@ def _pretrain(args, extra: list[str]) -> int:
     else:
         cfg = load_config(args.config or "quickstart", extra)
         run_dir = pretrain(cfg)
+    if int(os.environ.get("RANK", "0")) != 0:
+        # Under torchrun only rank 0 writes summary.json, and the process group is already
+        # gone here, so the launcher's RANK is what tells the ranks apart.
+        return 0
     summary = json.loads((Path(run_dir) / "summary.json").read_text())
     print(f"run folder: {run_dir}")
     print(f"trained {summary['epochs']:.2f} epochs ({summary['steps']} steps) in "
