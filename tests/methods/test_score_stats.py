@@ -37,3 +37,12 @@ def test_drop_two_columns_equals_boolean_mask():
     mask[torch.arange(7), a] = False
     mask[torch.arange(7), b] = False
     assert torch.equal(drop_two_columns(s, a, b), s[mask].view(7, 7))
+
+
+def test_collapsed_flags_only_the_trivial_solution():
+    from selfsup.methods.score_stats import collapsed
+
+    assert collapsed({"pos_sim": 0.999, "neg_sim": 0.998, "neg_var": 1e-6})
+    assert not collapsed({"pos_sim": 0.999, "neg_sim": 0.5, "neg_var": 0.1})  # aligned, spread
+    assert not collapsed({"pos_sim": 0.7, "neg_sim": 0.2, "neg_var": 0.05})
+    assert not collapsed({"loss": 1.0})  # methods without scores

@@ -54,3 +54,14 @@ def drop_two_columns(s: Tensor, a: Tensor, b: Tensor) -> Tensor:
     cols = cols + (cols >= lo)  # skip the smaller column
     cols = cols + (cols >= hi)  # then the larger one
     return s.gather(1, cols)
+
+
+def collapsed(metrics: dict[str, float]) -> bool:
+    """Whether logged score means say every embedding is the same vector.
+
+    Positive and negative scores near 1 with no spread is the trivial solution
+    of the contrastive loss (loss = log(K + 1)); gradients vanish there, so a
+    run that reaches it does not leave it.
+    """
+    return (metrics.get("neg_sim", 0.0) > 0.99 and metrics.get("pos_sim", 0.0) > 0.99
+            and metrics.get("neg_var", 1.0) < 1e-4)

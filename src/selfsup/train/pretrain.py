@@ -12,6 +12,7 @@ import json
 import math
 import sys
 import time
+import warnings
 from datetime import datetime
 from pathlib import Path
 
@@ -39,6 +40,7 @@ from selfsup.experiment import (
     train_augmentation,
 )
 from selfsup.methods import build_method
+from selfsup.methods.score_stats import collapsed
 from selfsup.train.checkpoint import atomic_save, load_checkpoint, rng_state, set_rng_state
 from selfsup.train.logging import MetricsLogger
 from selfsup.train.monitor import knn_monitor
@@ -191,7 +193,7 @@ def pretrain(cfg: Config, *, run_dir: str | Path | None = None, resume: bool = F
                mininterval=0.1 if sys.stderr.isatty() else 10.0)  # keep CI logs short
     sums: dict[str, torch.Tensor] = {}
     count, t_log, t_start = 0, time.perf_counter(), time.perf_counter()
-    step, last = start_step, {}
+    step, last, collapsed_at = start_step, {}, None
     model.train()
     if hasattr(model, "generator"):
         model.generator = gen  # FT draws continue the step's seeded stream: exact resume
@@ -239,6 +241,15 @@ def pretrain(cfg: Config, *, run_dir: str | Path | None = None, resume: bool = F
                     f"stopped, last good checkpoint kept in {run_dir / 'checkpoints'}; "
                     f"try a lower optim.lr (now {lr:.3g})"
                 )
+            if collapsed_at is None and collapsed(last):
+                collapsed_at = step
+                if is_main_process():
+                    warnings.warn(
+                        f"representation collapse at step {step} (epoch {step / spe:.2f}): "
+                        f"mean positive score {last['pos_sim']:.4f}, mean negative score "
+                        f"{last['neg_sim']:.4f}, negative variance {last['neg_var']:.2g}; every "
+                        f"embedding is nearly the same vector (try a lower optim.lr or a later "
+                        f"method.ft_start_epoch)", stacklevel=2)
             now = time.perf_counter()
             ips = count * t.batch_size / max(now - t_log, 1e-9)
             logger.log({"step": step, "epoch": round(step / spe, 4), "lr": lr, **last,
@@ -270,7 +281,7 @@ def pretrain(cfg: Config, *, run_dir: str | Path | None = None, resume: bool = F
                    "steps": step, "epochs": round(step / spe, 4),
                    "images_seen": step * t.batch_size,
                    "train_s": round(time.perf_counter() - t_start, 2),
-                   "final_loss": last.get("loss"),
+                   "final_loss": last.get("loss"), "collapse_step": collapsed_at,
                    **{f"final_{k}": v for k, v in final.items()}}
         (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
         _plot(run_dir)
