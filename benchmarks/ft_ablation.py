@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import sys
 from pathlib import Path
@@ -59,6 +60,9 @@ FT_PLOT = ["moco_v2", "moco_v2+ex", "moco_v2+in", "moco_v2+ex+in", "moco_v2+ex+i
 
 
 def shared(*parts: str) -> Path:
+    """``shared/data/...`` beside the checkout (or under $SELFSUP_SHARED_DATA)."""
+    if os.environ.get("SELFSUP_SHARED_DATA"):
+        return Path(os.environ["SELFSUP_SHARED_DATA"]).joinpath(*parts)
     for parent in ROOT.parents:
         if (parent / "shared" / "data").is_dir():
             return parent.joinpath("shared", "data", *parts)
