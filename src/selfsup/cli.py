@@ -53,6 +53,29 @@ def _parser() -> argparse.ArgumentParser:
             e.add_argument("--weight-decay", type=float, default=0.0)
             e.add_argument("--seed", type=int, default=0)
 
+    ft = sub.add_parser("finetune", help="fine-tune a run on a class-balanced label subset "
+                        "(SimCLR v2)", allow_abbrev=False, epilog=STAGE_EPILOG)
+    ft.add_argument("run", metavar="RUN", help="pretraining run folder")
+    which = ft.add_mutually_exclusive_group(required=True)
+    which.add_argument("--label-fraction", type=float, help="share of each class, e.g. 0.01")
+    which.add_argument("--per-class", type=int, help="labelled images per class")
+    which.add_argument("--subset", metavar="FILE",
+                       help="indices (one per line) or file names (ImageNet 1%%/10%% lists)")
+    ft.add_argument("--subset-seed", type=int, default=0, help="seed of the drawn subset")
+    ft.add_argument("--from-head-layer", type=int, default=1,
+                    help="keep the first k projection-head layers (0: SimCLR v1; default 1)")
+    _stage_args(ft, epochs=60)
+
+    di = sub.add_parser("distill", help="distil a fine-tuned teacher into a student on "
+                        "unlabeled data (SimCLR v2)", allow_abbrev=False, epilog=STAGE_EPILOG)
+    di.add_argument("--teacher", required=True, metavar="RUN", help="a `selfsup finetune` run")
+    di.add_argument("--student", default="resnet18", help="architecture (default resnet18)")
+    di.add_argument("--student-width", type=float, default=1.0, help="width multiplier")
+    di.add_argument("--temperature", type=float, default=1.0, help="tau of both softmaxes")
+    di.add_argument("--alpha", type=float, default=1.0,
+                    help="weight of the distillation term; < 1 adds label CE on the subset")
+    _stage_args(di, epochs=30)
+
     ex = sub.add_parser("export", help="write RUN/export/model.safetensors + config.json")
     ex.add_argument("run", metavar="RUN", help="run folder")
     ex.add_argument("--out", default=None, help="output folder (default RUN/export)")
@@ -66,6 +89,47 @@ def _parser() -> argparse.ArgumentParser:
                     help="epochs at which to draw score histograms (default 10%%, 50%%, 100%%)")
     pl.add_argument("--out", default=None, help="output folder (default FIRST_RUN/plots)")
     return p
+
+
+STAGE_EPILOG = ("Writes a new run folder (default beside the input run) that `selfsup knn`, "
+                "`linear` and `export` take. Extra --section.key value pairs override the "
+                "input run's config (e.g. --data.root DIR).")
+
+
+def _stage_args(p: argparse.ArgumentParser, epochs: int) -> None:
+    p.add_argument("--epochs", type=int, default=epochs)
+    p.add_argument("--lr", type=float, default=0.1)
+    p.add_argument("--optimizer", choices=["sgd", "lars"], default="sgd")
+    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--weight-decay", type=float, default=0.0, help="(default 0, as the paper)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", default=None, help="output run folder")
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def _stage(args, extra: list[str]) -> int:
+    from selfsup.semi import distill, finetune
+    from selfsup.train.supervised import SupervisedRecipe
+
+    recipe = SupervisedRecipe(epochs=args.epochs, lr=args.lr, batch_size=args.batch_size,
+                              weight_decay=args.weight_decay, seed=args.seed,
+                              optimizer=args.optimizer)
+    common = dict(recipe=recipe, out_dir=args.out, device=args.device, overrides=extra,
+                  progress=not args.no_progress)
+    if args.command == "finetune":
+        out = finetune(args.run, label_fraction=args.label_fraction, per_class=args.per_class,
+                       subset_file=args.subset, subset_seed=args.subset_seed,
+                       head_layer=args.from_head_layer, **common)
+    else:
+        out = distill(args.teacher, student=args.student, student_width=args.student_width,
+                      temperature=args.temperature, alpha=args.alpha, **common)
+    s = json.loads((out / "summary.json").read_text())
+    print(f"run folder: {out}")
+    if "test_top1" in s:
+        print(f"{args.command}: test top-1 {100 * s['test_top1']:.2f} %, top-5 "
+              f"{100 * s['test_top5']:.2f} % ({s['epochs']} epochs, {s['train_s']:.0f} s)")
+    return 0
 
 
 def _pretrain(args, extra: list[str]) -> int:
@@ -116,6 +180,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "pretrain":
             return _pretrain(args, extra)
+        if args.command in ("finetune", "distill"):
+            return _stage(args, extra)
         if extra and args.command in ("export", "presets", "plot"):
             parser.error(f"unrecognized arguments: {' '.join(extra)}")
         if args.command == "knn":

@@ -69,3 +69,22 @@ def test_counts_property(sizes: list[int], fraction: float, seed: int) -> None:
     assert len(index.unique()) == len(index)
     expected = [max(1, int(fraction * n + 0.5)) for n in sizes]
     assert torch.bincount(labels[index], minlength=len(sizes)).tolist() == expected
+
+
+def test_subset_files_round_trip_and_name_lists(tmp_path) -> None:
+    from selfsup.data import load_subset, save_subset
+    from selfsup.errors import ConfigError
+
+    idx = class_balanced_subset(torch.arange(50) % 5, fraction=0.2, seed=3)
+    assert torch.equal(load_subset(save_subset(idx, tmp_path / "s.txt"), 50), idx)
+    names = [f"n0144_{i}.JPEG" for i in range(6)]
+    (tmp_path / "1percent.txt").write_text("# ImageNet-style list\nn0144_4.JPEG\n\nn0144_1.JPEG\n")
+    assert load_subset(tmp_path / "1percent.txt", 6, names).tolist() == [1, 4]
+    for text, word in [("3\n99\n", "out of range"), ("2\n2\n", "more than once"),
+                       ("\n", "no images"), ("n0144_9.JPEG\n", "not in the data set")]:
+        (tmp_path / "bad.txt").write_text(text)
+        with pytest.raises(ConfigError, match=word):
+            load_subset(tmp_path / "bad.txt", 50, names)
+    (tmp_path / "bad.txt").write_text("a.png\n")
+    with pytest.raises(ConfigError, match="no file names"):
+        load_subset(tmp_path / "bad.txt", 50)

@@ -17,7 +17,7 @@ from selfsup.data.sources import (
     read_idx_pair,
     read_stl10,
 )
-from selfsup.data.subsets import class_balanced_subset
+from selfsup.data.subsets import class_balanced_subset, load_subset, save_subset
 
 __all__ = [
     "DATASETS",
@@ -29,11 +29,13 @@ __all__ = [
     "download_file",
     "extract_archive",
     "load_dataset",
+    "load_subset",
     "read_cifar10",
     "read_cifar100",
     "read_idx",
     "read_idx_pair",
     "read_image_folder",
     "read_stl10",
+    "save_subset",
     "verify_file",
 ]

@@ -8,6 +8,8 @@ larger one with the same seed: the 1% run sees a subset of the 10% run's labels.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 
 from selfsup.errors import ConfigError
@@ -54,3 +56,49 @@ def class_balanced_subset(labels: torch.Tensor, fraction: float | None = None,
     if not picks:
         return torch.empty(0, dtype=torch.int64)
     return torch.sort(torch.cat(picks)).values.to(torch.int64)
+
+
+def save_subset(indices: torch.Tensor, path: str | Path) -> Path:
+    """Write ``indices`` one per line (the format :func:`load_subset` reads back)."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text("".join(f"{i}\n" for i in indices.tolist()))
+    tmp.replace(path)
+    return path
+
+
+def load_subset(path: str | Path, num_images: int, names: list[str] | None = None) -> torch.Tensor:
+    """Sorted int64 indices from a subset file: one index per line, or one file name per line.
+
+    File-name lists (the official ImageNet ``1percent.txt`` / ``10percent.txt``
+    of SimCLR, lines like ``n01440764_10026.JPEG``) are matched against
+    ``names``, the base names of the data set's files (image-folder sets).
+    Blank lines and ``#`` comments are skipped. Raises ConfigError naming the
+    file and the first bad line.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: subset file not found")
+    lines = [(n, s.strip()) for n, s in enumerate(path.read_text().splitlines(), 1)]
+    lines = [(n, s) for n, s in lines if s and not s.startswith("#")]
+    if not lines:
+        raise ConfigError(f"{path}: subset file lists no images")
+    if all(s.isdigit() for _, s in lines):
+        idx = [int(s) for _, s in lines]
+        bad = next(((n, i) for (n, _), i in zip(lines, idx) if i >= num_images), None)
+        if bad:
+            raise ConfigError(f"{path}:{bad[0]}: index {bad[1]} is out of range for a data set "
+                              f"of {num_images} images")
+    else:
+        if names is None:
+            raise ConfigError(f"{path}: lists file names, but this data set has no file names "
+                              f"(give indices, or use an image-folder data set)")
+        where = {Path(nm).name: i for i, nm in enumerate(names)}
+        missing = next(((n, s) for n, s in lines if Path(s).name not in where), None)
+        if missing:
+            raise ConfigError(f"{path}:{missing[0]}: {missing[1]!r} is not in the data set")
+        idx = [where[Path(s).name] for _, s in lines]
+    out = torch.tensor(idx, dtype=torch.int64)
+    if len(torch.unique(out)) != len(out):
+        raise ConfigError(f"{path}: lists an image more than once")
+    return torch.sort(out).values

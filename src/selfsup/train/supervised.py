@@ -1,12 +1,15 @@
-"""The one supervised loop: a classifier on (inputs, labels) with SGD and a cosine schedule.
+"""The one supervised loop: a classifier on (inputs, targets) with SGD or LARS, cosine lr.
 
 Every supervised stage reuses it with a different model and target: the
-linear probe (a Linear on frozen features), and later fine-tuning,
-distillation and pseudo-label training (a network on augmented images).
+linear probe (a Linear on frozen features, labels), semi-supervised
+fine-tuning (backbone + kept head layers + Linear on augmented images of a
+label subset), distillation (a student on the teacher's soft targets, an
+``objective`` that calls the teacher) and pseudo-label training.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -27,6 +30,18 @@ class SupervisedRecipe:
     weight_decay: float = 0.0
     nesterov: bool = True
     seed: int = 0
+    optimizer: str = "sgd"  # "sgd" (nesterov as set) or "lars" (SimCLR v2 fine-tuning)
+
+
+def _optimizer(model: nn.Module, recipe: SupervisedRecipe) -> torch.optim.Optimizer:
+    if recipe.optimizer == "lars":
+        from selfsup.train.optim import build_optimizer
+
+        return build_optimizer("lars", model, recipe.lr, recipe.weight_decay, recipe.momentum)
+    if recipe.optimizer != "sgd":
+        raise ValueError(f"supervised optimizer must be 'sgd' or 'lars', got {recipe.optimizer!r}")
+    return torch.optim.SGD(model.parameters(), lr=recipe.lr, momentum=recipe.momentum,
+                           weight_decay=recipe.weight_decay, nesterov=recipe.nesterov)
 
 
 def fit_classifier(
@@ -37,17 +52,27 @@ def fit_classifier(
     *,
     transform: Callable[[Tensor, torch.Generator], Tensor] | None = None,
     loss_fn: Callable[[Tensor, Tensor], Tensor] = F.cross_entropy,
+    objective: Callable[[nn.Module, Tensor, Tensor], Tensor] | None = None,
+    log: Callable[[dict], None] | None = None,
     progress: bool = False,
     desc: str = "supervised",
 ) -> list[float]:
     """Train ``model`` in place; returns the mean loss of each epoch.
 
-    ``inputs`` and ``labels`` live on the model's device. ``transform`` (an
-    augmentation taking a generator) is applied per batch when given.
+    ``inputs`` and ``labels`` (any per-row targets) live on the model's
+    device. ``transform`` (an augmentation taking a generator) is applied per
+    batch when given. The loss of a batch is ``objective(model, x, y)`` when
+    given (e.g. distillation, which also runs a teacher on ``x``), else
+    ``loss_fn(model(x), y)``. ``log`` receives ``{"epoch", "loss", "lr"}``
+    after every epoch. A non-finite epoch loss raises (nothing silent).
     """
     device = next(model.parameters()).device
-    opt = torch.optim.SGD(model.parameters(), lr=recipe.lr, momentum=recipe.momentum,
-                          weight_decay=recipe.weight_decay, nesterov=recipe.nesterov)
+    if len(inputs) != len(labels):
+        raise ValueError(f"{len(inputs)} inputs but {len(labels)} targets")
+    if len(inputs) == 0:
+        raise ValueError("no training examples")
+    opt = _optimizer(model, recipe)
+    objective = objective or (lambda m, x, y: loss_fn(m(x), y))
     n = len(inputs)
     steps_per_epoch = max(n // recipe.batch_size, 1)
     total = recipe.epochs * steps_per_epoch
@@ -67,13 +92,18 @@ def fit_classifier(
             x, y = inputs[idx], labels[idx]
             if transform is not None:
                 x = transform(x, aug_gen)
-            loss = loss_fn(model(x), y)
+            loss = objective(model, x, y)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
             running += loss.detach()
         history.append(running.item() / steps_per_epoch)
+        if not math.isfinite(history[-1]):
+            raise FloatingPointError(f"{desc}: loss became {history[-1]} in epoch {epoch + 1}; "
+                                     f"try a lower lr (now {recipe.lr:g})")
         bar.set_postfix(loss=f"{history[-1]:.4f}")
+        if log is not None:
+            log({"epoch": epoch + 1, "loss": history[-1], "lr": opt.param_groups[0]["lr"]})
     return history
 
 

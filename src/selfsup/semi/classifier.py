@@ -1,0 +1,135 @@
+"""The network of SimCLR v2's supervised stages, and the run folders they write.
+
+Chen et al., "Big Self-Supervised Models are Strong Semi-Supervised
+Learners" (arXiv 2006.10029), §2: "we fine-tune from the middle layer of the
+projection head": the encoder f, the first k layers of the head g, then a
+linear classifier (k = 0 is SimCLR v1's choice). A fine-tuned or distilled
+run folder holds ``config.yaml`` (the data and the encoder's architecture),
+``stage.json`` (what this stage did: k, classes, subset, recipe),
+``checkpoints/last.pt`` with keys ``backbone.*``, ``head.*``, ``fc.*`` (so
+``selfsup export`` and ``selfsup knn`` take it like a pretraining run),
+``metrics.jsonl`` and ``summary.json``.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from torch import Tensor, nn
+
+from selfsup import __version__
+from selfsup.augment.pipeline import Pipeline
+from selfsup.config import Config, save_config
+from selfsup.errors import ConfigError, DataError
+from selfsup.experiment import Data, make_backbone, run_config
+from selfsup.methods import build_method
+from selfsup.train.checkpoint import atomic_save, load_checkpoint
+
+
+class Classifier(nn.Module):
+    """``fc(head(backbone(x)))``: f, the kept head layers ``g.layers[:k]``, a Linear."""
+
+    def __init__(self, backbone: nn.Module, head: nn.Sequential, in_dim: int,
+                 num_classes: int) -> None:
+        super().__init__()
+        self.backbone, self.head = backbone, head
+        self.fc = nn.Linear(in_dim, num_classes)
+        self.num_classes = num_classes
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.fc(self.head(self.backbone(x)))  # N x classes
+
+
+def classifier_from_pretrained(model: nn.Module, head_layer: int, num_classes: int) -> Classifier:
+    """f and the first ``head_layer`` blocks of g of a pretraining method (the same modules,
+    not copies), and a new Linear on top; ConfigError when the head has fewer blocks."""
+    head = getattr(model, "head", None)
+    depth = len(head.layers) if head is not None else 0
+    if not 0 <= head_layer <= depth:
+        raise ConfigError(f"head layer {head_layer} is beyond the projection head, which has "
+                          f"{depth} layers (0..{depth} allowed)")
+    kept = nn.Sequential(*head.layers[:head_layer]) if head_layer else nn.Sequential()
+    fc_in = head.dims[head_layer] if head is not None else model.backbone.feature_dim
+    return Classifier(model.backbone, kept, fc_in, num_classes)
+
+
+def pretrained_model(run_dir: str | Path, overrides: list[str] | None = None
+                     ) -> tuple[nn.Module, Config, dict]:
+    """The whole pretraining method (backbone + head, and any key encoder) of a run, CPU."""
+    run_dir = Path(run_dir)
+    cfg = run_config(run_dir, overrides)
+    if (run_dir / "stage.json").is_file():
+        raise ConfigError(f"{run_dir}: is a {stage_info(run_dir)['stage']} run, not a pretraining "
+                          f"run; fine-tune from the pretraining run itself")
+    ckpt = load_checkpoint(run_dir / "checkpoints" / "last.pt")
+    torch.manual_seed(0)  # any init: every parameter is overwritten below
+    model = build_method(cfg, make_backbone(cfg, int(ckpt.get("in_channels", 3))))
+    model.load_state_dict(ckpt["model"])
+    return model, cfg, ckpt
+
+
+def stage_info(run_dir: str | Path) -> dict:
+    path = Path(run_dir) / "stage.json"
+    if not path.is_file():
+        raise DataError(f"{run_dir}: not a fine-tuned or distilled run (no stage.json)")
+    return json.loads(path.read_text())
+
+
+def load_classifier(run_dir: str | Path, overrides: list[str] | None = None
+                    ) -> tuple[Classifier, Config, dict]:
+    """The classifier of a fine-tune or distill run (CPU, eval mode), its config and stage info."""
+    run_dir = Path(run_dir)
+    info, cfg = stage_info(run_dir), run_config(run_dir, overrides)
+    ckpt = load_checkpoint(run_dir / "checkpoints" / "last.pt")
+    backbone = make_backbone(cfg, int(ckpt.get("in_channels", 3)))
+    head = nn.Sequential()
+    if info["head_layers"]:  # the kept blocks of the pretraining head, rebuilt from its config
+        head = nn.Sequential(*build_method(cfg, backbone).head.layers[: info["head_layers"]])
+    net = Classifier(backbone, head, info["fc_in"], info["num_classes"])
+    net.load_state_dict(ckpt["model"])
+    return net.eval(), cfg, info
+
+
+def finetune_augmentation(cfg: Config, data: Data) -> Pipeline:
+    """Random resized crop and flip only, as SimCLR fine-tunes (Chen et al. 2020, §B.6)."""
+    scale = cfg.augment.crop_scale or (0.08, 1.0)
+    return Pipeline(data.size, crop_scale=scale, flip_p=0.5, jitter_p=0.0, grayscale_p=0.0,
+                    blur_p=0.0, solarize_p=0.0, mean=data.mean, std=data.std)
+
+
+@torch.no_grad()
+def evaluate_classifier(net: nn.Module, images: Tensor, labels: Tensor, transform,
+                        device: torch.device, batch_size: int = 512) -> dict:
+    """Top-1 / top-5 of ``net`` (eval mode) on uint8 ``images`` through ``transform``."""
+    net.eval()
+    g = torch.Generator(device=device)
+    k = min(5, net.num_classes)
+    hits1 = hits5 = 0
+    for i in range(0, len(images), batch_size):
+        x = transform(images[i : i + batch_size].to(device), g)
+        y = labels[i : i + batch_size].to(device)
+        top = net(x).topk(k, dim=1).indices  # B x k
+        hits1 += (top[:, 0] == y).sum().item()
+        hits5 += (top == y[:, None]).any(dim=1).sum().item()
+    return {"top1": hits1 / len(images), "top5": hits5 / len(images)}
+
+
+def write_stage(out: Path, net: Classifier, cfg: Config, info: dict, in_channels: int,
+                summary: dict) -> None:
+    """config.yaml, stage.json, the checkpoint (atomic) and summary.json of a stage run."""
+    save_config(cfg, out / "config.yaml")
+    (out / "stage.json").write_text(json.dumps(info, indent=2))
+    state = {k: v.detach().cpu() for k, v in net.state_dict().items()}
+    atomic_save({"model": state, "config": cfg.to_dict(), "in_channels": in_channels,
+                 "stage": info, "selfsup_version": __version__},
+                out / "checkpoints" / "last.pt")
+    (out / "summary.json").write_text(json.dumps(summary, indent=2))
+
+
+def new_stage_dir(path: Path) -> Path:
+    if (path / "summary.json").exists():
+        raise ConfigError(f"{path}: already holds a finished run; pass another --out")
+    (path / "checkpoints").mkdir(parents=True, exist_ok=True)
+    return path
