@@ -62,6 +62,8 @@ class MethodConfig:
     symmetric: bool = False  # loss on (q1, k2) and (q2, k1)
     shuffle_bn: str = "auto"  # auto | ddp | groups | off
     bn_groups: int = 8  # single-device shuffle-BN equivalent: BN statistics per group
+    # SimCLR v2 (Chen et al. 2020): MoCo-style memory (momentum encoder + queue) for simclr
+    memory: bool = False  # uses momentum, momentum_schedule and queue_size above
     # Feature Transformation (Zhu et al. ICCV 2021), for moco and simclr
     ft_extrapolate: bool = False  # hard positives: lambda_ex = 1 + Beta(a_pos, a_pos)
     ft_interpolate: bool = False  # diverse negatives: lambda_in ~ Beta(a_neg, a_neg)
@@ -334,6 +336,10 @@ def validate(cfg: Config) -> None:
              or me.ft_start_epoch < t.epochs,
              f"method.ft_start_epoch {me.ft_start_epoch} is not before the end of the run "
              f"(train.epochs {t.epochs}): Feature Transformation would never start")
+    _require(not me.memory or me.name == "simclr",
+             f"method.memory is SimCLR v2's option; {me.name} has its own negatives")
+    _require(not me.memory or not (me.ft_extrapolate or me.ft_interpolate),
+             "method.memory with Feature Transformation is not supported; turn one off")
     _require(m.width > 0, f"model.width must be > 0, got {m.width}")
     _require(m.head_layers >= 1, f"model.head_layers must be >= 1, got {m.head_layers}")
     _require(m.out_dim >= 1, f"model.out_dim must be >= 1, got {m.out_dim}")

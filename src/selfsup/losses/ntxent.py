@@ -30,15 +30,21 @@ def _check_pair(z1: Tensor, z2: Tensor, temperature: float) -> None:
         raise ValueError(f"temperature must be > 0, got {temperature}")
 
 
-def nt_xent(z1: Tensor, z2: Tensor, temperature: float = 0.5, normalize: bool = True) -> Tensor:
+def nt_xent(z1: Tensor, z2: Tensor, temperature: float = 0.5, normalize: bool = True, *,
+            negatives: Tensor | None = None) -> Tensor:
     """Mean NT-Xent over all 2N anchors; row i of ``z1`` and ``z2`` are views of image i.
 
     Self-similarity is excluded and every other view in the batch is a
     negative (2(N-1) of them). Under ``torchrun`` the negatives are gathered
     from every rank with gradient, so the loss equals the single-process loss
-    on the concatenated global batch.
+    on the concatenated global batch. ``negatives`` (K, d), optional: extra
+    negatives shared by every anchor (SimCLR v2's MoCo-style memory), used as
+    given (normalise them yourself); they carry no gradient.
     """
     _check_pair(z1, z2, temperature)
+    if negatives is not None and (negatives.ndim != 2 or negatives.shape[1] != z1.shape[1]):
+        raise ValueError(f"nt_xent negatives must be (K, {z1.shape[1]}), "
+                         f"got {tuple(negatives.shape)}")
     if normalize:
         z1 = F.normalize(z1, dim=1)
         z2 = F.normalize(z2, dim=1)
@@ -50,6 +56,9 @@ def nt_xent(z1: Tensor, z2: Tensor, temperature: float = 0.5, normalize: bool = 
     z_all = torch.cat([z1_all, z2_all], dim=0)  # 2M x d, M = world*N
     m = z1_all.shape[0]
     logits = z_local @ z_all.T / temperature  # 2N x 2M
+    if negatives is not None:  # the memory's columns come after the batch's
+        extra = z_local @ negatives.detach().to(z_local.dtype).T / temperature  # 2N x K
+        logits = torch.cat([logits, extra], dim=1)  # 2N x (2M + K)
     offset = rank() * n
     local = torch.arange(n, device=z1.device)
     self_idx = torch.cat([local + offset, local + offset + m])  # 2N: each anchor's row in z_all

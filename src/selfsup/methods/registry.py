@@ -11,6 +11,7 @@ from selfsup.errors import ConfigError
 from selfsup.methods.feature_transform import FeatureTransform
 from selfsup.methods.moco import MoCo
 from selfsup.methods.simclr import SimCLR
+from selfsup.methods.simclr_memory import SimCLRMemory
 from selfsup.models import ProjectionHead
 
 
@@ -28,6 +29,11 @@ def _simclr(cfg: Config, backbone: nn.Module) -> nn.Module:
     m = cfg.model
     d = backbone.feature_dim
     head = ProjectionHead(d, m.head_hidden or d, m.out_dim, num_layers=m.head_layers)
+    if cfg.method.memory:  # SimCLR v2's MoCo-style memory
+        me = cfg.method
+        return SimCLRMemory(backbone, head, temperature=me.temperature, momentum=me.momentum,
+                            queue_size=me.queue_size, momentum_schedule=me.momentum_schedule,
+                            out_dim=m.out_dim, score_bins=cfg.run.score_bins)
     return SimCLR(backbone, head, temperature=cfg.method.temperature,
                   ft=feature_transform(cfg), score_bins=cfg.run.score_bins)
 
