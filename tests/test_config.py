@@ -8,7 +8,8 @@ from selfsup.errors import ConfigError
 
 def test_presets_load():
     names = preset_names()
-    for want in ("quickstart", "simclr-fashion-mnist", "simclr-mnist", "simclr-cifar10",
+    for want in ("quickstart", "simclr-fashion-mnist", "simclr-v2-fashion-mnist", "simclr-mnist",
+                 "simclr-cifar10",
                  "simclr-stl10"):
         assert want in names
     for n in names:

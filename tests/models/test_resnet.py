@@ -142,19 +142,29 @@ def test_backward_reaches_the_stem():
 
 # --- SimCLR v2 selective kernels -------------------------------------------------------------
 
-@pytest.mark.parametrize("depth, width, millions", [(50, 1, 35), (101, 1, 65), (152, 1, 89),
-                                                    (152, 3, 795)])
-def test_sk_parameter_counts_match_simclr_v2_table(depth, width, millions):
-    """SimCLR v2 (arXiv 2006.10029) Table 1 parameter counts of the SK encoders."""
+@pytest.mark.parametrize("depth", [18, 34, 50, 101, 152])
+@pytest.mark.parametrize("width", [1, 2, 3])
+def test_sk_resnet_builds_at_every_width(depth, width):
     with torch.device("meta"):
         model = resnet(depth, width=width, sk_ratio=0.0625)
-    assert round(sum(p.numel() for p in model.parameters()) / 1e6) == millions
+    assert model.feature_dim == (512 if depth < 50 else 2048) * width
+
+@pytest.mark.parametrize("depth, width, millions", [
+    (50, 1, 35), (50, 2, 140), (101, 1, 65), (101, 2, 257), (152, 1, 89), (152, 2, 354),
+    (152, 3, 795)])
+def test_sk_parameter_counts_match_simclr_v2_table(depth, width, millions):
+    """SimCLR v2 (arXiv 2006.10029) Table 1 parameter counts of the SK encoders, within 1 %."""
+    with torch.device("meta"):
+        model = resnet(depth, width=width, sk_ratio=0.0625)
+    n = sum(p.numel() for p in model.parameters()) / 1e6
+    assert n == pytest.approx(millions, rel=0.01)
 
 
-@pytest.mark.parametrize("depth, stem, size", [(18, "cifar", 32), (50, "imagenet", 64),
-                                               (50, "imagenet", 67)])
+@pytest.mark.parametrize("depth", [18, 34, 50, 101, 152])
+@pytest.mark.parametrize("stem, size", [("cifar", 8), ("imagenet", 35)])
 def test_sk_resnet_forward(depth, stem, size):
-    model = resnet(depth, width=0.25, stem=stem, sk_ratio=0.0625)
+    """Every depth x stem runs (width 1/8 keeps it quick; odd sizes too)."""
+    model = resnet(depth, width=0.125, stem=stem, sk_ratio=0.0625)
     assert model(torch.randn(2, 3, size, size)).shape == (2, model.feature_dim)
 
 
