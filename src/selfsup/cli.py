@@ -64,6 +64,8 @@ def _parser() -> argparse.ArgumentParser:
     ft.add_argument("--subset-seed", type=int, default=0, help="seed of the drawn subset")
     ft.add_argument("--from-head-layer", type=int, default=1,
                     help="keep the first k projection-head layers (0: SimCLR v1; default 1)")
+    ft.add_argument("--scratch", action="store_true",
+                    help="the same network from random init: the supervised baseline")
     _stage_args(ft, epochs=60)
 
     di = sub.add_parser("distill", help="distil a fine-tuned teacher into a student on "
@@ -120,7 +122,7 @@ def _stage(args, extra: list[str]) -> int:
     if args.command == "finetune":
         out = finetune(args.run, label_fraction=args.label_fraction, per_class=args.per_class,
                        subset_file=args.subset, subset_seed=args.subset_seed,
-                       head_layer=args.from_head_layer, **common)
+                       head_layer=args.from_head_layer, scratch=args.scratch, **common)
     else:
         out = distill(args.teacher, student=args.student, student_width=args.student_width,
                       temperature=args.temperature, alpha=args.alpha, **common)

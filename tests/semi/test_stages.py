@@ -106,3 +106,13 @@ def test_finetune_refuses_a_stage_run_and_a_missing_subset(pretrained, tmp_path)
         finetune(ft, per_class=1, recipe=FAST, progress=False)
     with pytest.raises(ConfigError, match="not found"):
         finetune(pretrained, subset_file=tmp_path / "none.txt", recipe=FAST, progress=False)
+
+
+def test_scratch_baseline_starts_from_random_weights(pretrained, tmp_path):
+    lr0 = SupervisedRecipe(epochs=1, batch_size=32, lr=0.0)
+    ft = finetune(pretrained, per_class=1, head_layer=0, recipe=lr0, scratch=True,
+                  out_dir=tmp_path / "scratch", progress=False)
+    trained = load_run_backbone(pretrained)[0].state_dict()
+    fresh = load_run_backbone(ft)[0].state_dict()
+    assert json.loads((ft / "stage.json").read_text())["scratch"] is True
+    assert not torch.equal(trained["conv1.weight"], fresh["conv1.weight"])

@@ -17,7 +17,8 @@ import torch
 
 from selfsup.data.subsets import class_balanced_subset, load_subset, save_subset
 from selfsup.errors import ConfigError
-from selfsup.experiment import eval_augmentation, load_data, resolve_device
+from selfsup.experiment import eval_augmentation, load_data, make_backbone, resolve_device
+from selfsup.methods import build_method
 from selfsup.semi.classifier import (
     classifier_from_pretrained,
     evaluate_classifier,
@@ -39,6 +40,7 @@ def _subset_tag(fraction: float | None, per_class: int | None, subset_file) -> s
 def finetune(run_dir: str | Path, *, label_fraction: float | None = None,
              per_class: int | None = None, subset_file: str | Path | None = None,
              subset_seed: int = 0, head_layer: int = 1, recipe: SupervisedRecipe | None = None,
+             scratch: bool = False,
              out_dir: str | Path | None = None, device: str = "auto",
              overrides: list[str] | None = None, progress: bool = True) -> Path:
     """Fine-tune a pretraining run on a label subset; returns the new run folder.
@@ -46,7 +48,9 @@ def finetune(run_dir: str | Path, *, label_fraction: float | None = None,
     The subset is ``label_fraction`` (in (0, 1]) or ``per_class`` images of
     every class, drawn with ``subset_seed``, or the indices / file names of
     ``subset_file``; it is written to ``subset.txt`` in the new folder, so a
-    later stage (and a rerun) can reuse exactly the same labels.
+    later stage (and a rerun) can reuse exactly the same labels. ``scratch``
+    trains the same network from random init (seeded by ``recipe.seed``)
+    instead: the supervised baseline on the same labels.
     """
     run_dir = Path(run_dir)
     recipe = recipe or SupervisedRecipe(epochs=60, batch_size=256, lr=0.1, weight_decay=0.0)
@@ -55,6 +59,9 @@ def finetune(run_dir: str | Path, *, label_fraction: float | None = None,
     if label_fraction is not None and not 0.0 < label_fraction <= 1.0:
         raise ConfigError(f"label fraction must be in (0, 1], got {label_fraction}")
     model, cfg, ckpt = pretrained_model(run_dir, overrides)
+    if scratch:  # the same architecture, randomly initialised
+        torch.manual_seed(recipe.seed)
+        model = build_method(cfg, make_backbone(cfg, int(ckpt.get("in_channels", 3))))
     net = classifier_from_pretrained(model, head_layer, 1)  # checks k before loading data
     data = load_data(cfg)
     train, test = data.memory, data.test
@@ -68,7 +75,8 @@ def finetune(run_dir: str | Path, *, label_fraction: float | None = None,
     net = classifier_from_pretrained(model, head_layer, num_classes)
     fc_in = net.fc.in_features
     tag = _subset_tag(label_fraction, per_class, subset_file)
-    name = f"{run_dir.name}-finetune-{tag}-k{head_layer}-s{recipe.seed}"
+    stage = "scratch" if scratch else "finetune"
+    name = f"{run_dir.name}-{stage}-{tag}-k{head_layer}-s{recipe.seed}"
     out = new_stage_dir(Path(out_dir) if out_dir else run_dir.parent / name)
     save_subset(idx, out / "subset.txt")
     dev = resolve_device(device)
@@ -85,7 +93,8 @@ def finetune(run_dir: str | Path, *, label_fraction: float | None = None,
            if test is not None and test.labels is not None else {})
     logger.log({"event": "end", **res})
     logger.close()
-    info = {"stage": "finetune", "pretrain_run": str(run_dir), "head_layers": head_layer,
+    info = {"stage": "finetune", "pretrain_run": str(run_dir), "scratch": scratch,
+            "head_layers": head_layer,
             "fc_in": fc_in, "num_classes": num_classes, "label_fraction": label_fraction,
             "per_class": per_class, "subset_file": str(subset_file) if subset_file else None,
             "subset_seed": subset_seed, "labelled_images": len(idx),
