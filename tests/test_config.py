@@ -71,3 +71,8 @@ def test_missing_file_and_unknown_preset(tmp_path):
 def test_feature_transformation_errors(args, match):
     with pytest.raises(ConfigError, match=match):
         load_config("quickstart", args)
+
+
+def test_exponent_without_a_dot_is_a_float():
+    # YAML 1.1 reads "1e-6" as a string; a float key still takes it
+    assert load_config(None, ["--optim.lr", "1e-6"]).optim.lr == 1e-6

@@ -53,7 +53,7 @@ class ModelConfig:
 
 @dataclass
 class MethodConfig:
-    name: str = "simclr"  # simclr | moco
+    name: str = "simclr"  # simclr | moco | jigsaw
     temperature: float = 0.5
     # MoCo (He et al. 2020): key encoder EMA, queue of negatives, shuffle BN
     momentum: float = 0.99  # m in theta_k <- m theta_k + (1 - m) theta_q
@@ -73,6 +73,12 @@ class MethodConfig:
     ft_granularity: str = "batch"  # batch (one draw per step) | sample | dim
     ft_renormalize: bool = False  # L2-normalise the mixed features again
     ft_start_epoch: float = 0.0  # FT is applied from this epoch on
+    # Jigsaw (Noroozi & Favaro, ECCV 2016); Jigsaw++ (Noroozi et al., CVPR 2018)
+    jigsaw_permutations: int | None = None  # classes; None: 100, or 701 with jigsaw_plus
+    jigsaw_plus: bool = False  # Jigsaw++: 0-2 tiles from another image, more grayscale
+    jigsaw_grayscale: float | None = None  # extra grayscale p in the method; None: 0.6 / 0
+    jigsaw_gap: int = 2  # cell side - tile side: each tile moves 0..gap px in its cell
+    jigsaw_hidden: int = 512  # width of fc6 (per tile) and fc7
 
 
 @dataclass
@@ -178,6 +184,11 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
     elif tp is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             return float(value)
+        if isinstance(value, str):  # YAML 1.1 reads 1e-6 (no dot) as a string
+            try:
+                return float(value)
+            except ValueError:
+                pass
     elif tp is str:
         if isinstance(value, str):
             return value
@@ -288,6 +299,11 @@ def save_config(cfg: Config, path: str | Path) -> None:
     Path(path).write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
 
 
+# the largest jigsaw permutation set we select (selfsup.methods.permutations.MAX_PERMUTATIONS;
+# repeated here so that loading a config does not import torch)
+JIGSAW_MAX_PERMUTATIONS = 2000
+
+
 def _require(cond: bool, message: str) -> None:
     if not cond:
         raise ConfigError(message)
@@ -340,6 +356,16 @@ def validate(cfg: Config) -> None:
              f"method.memory is SimCLR v2's option; {me.name} has its own negatives")
     _require(not me.memory or not (me.ft_extrapolate or me.ft_interpolate),
              "method.memory with Feature Transformation is not supported; turn one off")
+    _require(me.jigsaw_permutations is None
+             or 2 <= me.jigsaw_permutations <= JIGSAW_MAX_PERMUTATIONS,
+             f"method.jigsaw_permutations must be in [2, {JIGSAW_MAX_PERMUTATIONS}], got "
+             f"{me.jigsaw_permutations}")
+    _require(me.jigsaw_grayscale is None or 0 <= me.jigsaw_grayscale <= 1,
+             f"method.jigsaw_grayscale must be in [0, 1], got {me.jigsaw_grayscale}")
+    _require(me.jigsaw_gap >= 0, f"method.jigsaw_gap must be >= 0, got {me.jigsaw_gap}")
+    _require(me.jigsaw_hidden >= 1, f"method.jigsaw_hidden must be >= 1, got {me.jigsaw_hidden}")
+    _require(not me.jigsaw_plus or me.name == "jigsaw",
+             f"method.jigsaw_plus is a Jigsaw option; method.name is {me.name!r}")
     _require(m.width > 0, f"model.width must be > 0, got {m.width}")
     _require(m.head_layers >= 1, f"model.head_layers must be >= 1, got {m.head_layers}")
     _require(m.out_dim >= 1, f"model.out_dim must be >= 1, got {m.out_dim}")

@@ -9,6 +9,7 @@ from torch import nn
 from selfsup.config import Config
 from selfsup.errors import ConfigError
 from selfsup.methods.feature_transform import FeatureTransform
+from selfsup.methods.jigsaw import Jigsaw
 from selfsup.methods.moco import MoCo
 from selfsup.methods.simclr import SimCLR
 from selfsup.methods.simclr_memory import SimCLRMemory
@@ -51,7 +52,15 @@ def _moco(cfg: Config, backbone: nn.Module) -> nn.Module:
                 score_bins=cfg.run.score_bins)
 
 
-METHODS: dict[str, Callable[[Config, nn.Module], nn.Module]] = {"simclr": _simclr, "moco": _moco}
+def _jigsaw(cfg: Config, backbone: nn.Module) -> nn.Module:
+    """Jigsaw (Noroozi & Favaro, ECCV 2016) or, with ``jigsaw_plus``, Jigsaw++ (CVPR 2018)."""
+    me = cfg.method
+    return Jigsaw(backbone, me.jigsaw_permutations, plus=me.jigsaw_plus,
+                  grayscale=me.jigsaw_grayscale, gap=me.jigsaw_gap, hidden=me.jigsaw_hidden)
+
+
+METHODS: dict[str, Callable[[Config, nn.Module], nn.Module]] = {
+    "simclr": _simclr, "moco": _moco, "jigsaw": _jigsaw}
 
 
 def build_method(cfg: Config, backbone: nn.Module) -> nn.Module:

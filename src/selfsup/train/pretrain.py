@@ -200,7 +200,8 @@ def pretrain(cfg: Config, *, run_dir: str | Path | None = None, resume: bool = F
     while step < total:
         if hasattr(model, "epoch"):
             model.epoch = step / spe  # FT's start epoch
-        views = make_views(loader, augment, gen, step, t.seed, channels_last=t.channels_last)
+        views = make_views(loader, augment, gen, step, t.seed, getattr(model, "n_views", 2),
+                           t.channels_last)  # n_views: Jigsaw takes 1
         lr = lr_at(cfg, step, total, spe)
         metrics = optimisation_step(step_fn, optimizer, views, lr, autocast_dtype, device)
         if hasattr(model, "after_step"):
