@@ -83,6 +83,10 @@ def _parser() -> argparse.ArgumentParser:
     ex.add_argument("--out", default=None, help="output folder (default RUN/export)")
     ex.add_argument("--checkpoint", default="last.pt", help="file in RUN/checkpoints")
 
+    from selfsup.cluster.commands import add_commands
+
+    add_commands(sub)
+
     sub.add_parser("presets", help="list the YAML presets shipped with selfsup")
     pl = sub.add_parser("plot", help="training, score-curve and histogram PNGs of runs, "
                         "overlaid (into the first RUN's plots/)")
@@ -184,6 +188,10 @@ def main(argv: list[str] | None = None) -> int:
             return _pretrain(args, extra)
         if args.command in ("finetune", "distill"):
             return _stage(args, extra)
+        if args.command in ("cluster", "transfer"):
+            from selfsup.cluster.commands import run_command
+
+            return run_command(args, extra)
         if extra and args.command in ("export", "presets", "plot"):
             parser.error(f"unrecognized arguments: {' '.join(extra)}")
         if args.command == "knn":

@@ -100,10 +100,16 @@ def test_distill_errors(pretrained, tmp_path):
         distill(ft, student="resnet18", student_width=0.125, recipe=FAST, progress=False)
 
 
-def test_finetune_refuses_a_stage_run_and_a_missing_subset(pretrained, tmp_path):
+def test_finetune_from_a_stage_run_keeps_its_backbone_only(pretrained, tmp_path):
     ft = finetune(pretrained, per_class=1, recipe=FAST, out_dir=tmp_path / "ft", progress=False)
-    with pytest.raises(ConfigError, match="not a pretraining run"):
-        finetune(ft, per_class=1, recipe=FAST, progress=False)
+    with pytest.raises(ConfigError, match="beyond the projection head"):
+        finetune(ft, per_class=1, head_layer=1, recipe=FAST, progress=False)
+    lr0 = SupervisedRecipe(epochs=1, batch_size=32, lr=0.0)
+    again = finetune(ft, per_class=1, head_layer=0, recipe=lr0, out_dir=tmp_path / "ft2",
+                     progress=False)
+    before, after = load_run_backbone(ft)[0].state_dict(), load_run_backbone(again)[0].state_dict()
+    changed = [k for k in before if not torch.equal(before[k], after[k])]
+    assert all("running" in k or "num_batches" in k for k in changed), changed
     with pytest.raises(ConfigError, match="not found"):
         finetune(pretrained, subset_file=tmp_path / "none.txt", recipe=FAST, progress=False)
 

@@ -23,7 +23,7 @@ from selfsup import __version__
 from selfsup.augment.pipeline import Pipeline
 from selfsup.config import Config, save_config
 from selfsup.errors import ConfigError, DataError
-from selfsup.experiment import Data, make_backbone, run_config
+from selfsup.experiment import Data, load_run_backbone, make_backbone, run_config
 from selfsup.methods import build_method
 from selfsup.train.checkpoint import atomic_save, load_checkpoint
 
@@ -55,19 +55,37 @@ def classifier_from_pretrained(model: nn.Module, head_layer: int, num_classes: i
     return Classifier(model.backbone, kept, fc_in, num_classes)
 
 
+class Encoder(nn.Module):
+    """A bare backbone to fine-tune from (a transfer, distill or fine-tune run): no head."""
+
+    def __init__(self, backbone: nn.Module) -> None:
+        super().__init__()
+        self.backbone = backbone
+
+
 def pretrained_model(run_dir: str | Path, overrides: list[str] | None = None
                      ) -> tuple[nn.Module, Config, dict]:
-    """The whole pretraining method (backbone + head, and any key encoder) of a run, CPU."""
+    """The whole pretraining method (backbone + head, and any key encoder) of a run, CPU.
+
+    The run of a later stage (transfer, distill, fine-tune) gives its backbone
+    alone, as an :class:`Encoder`: only head layer 0 can be kept from it.
+    """
     run_dir = Path(run_dir)
     cfg = run_config(run_dir, overrides)
     if (run_dir / "stage.json").is_file():
-        raise ConfigError(f"{run_dir}: is a {stage_info(run_dir)['stage']} run, not a pretraining "
-                          f"run; fine-tune from the pretraining run itself")
+        backbone, cfg, meta = load_run_backbone(run_dir, cfg)
+        return Encoder(backbone.train()), cfg, meta
     ckpt = load_checkpoint(run_dir / "checkpoints" / "last.pt")
     torch.manual_seed(0)  # any init: every parameter is overwritten below
     model = build_method(cfg, make_backbone(cfg, int(ckpt.get("in_channels", 3))))
     model.load_state_dict(ckpt["model"])
     return model, cfg, ckpt
+
+
+def fresh_model(model: nn.Module, cfg: Config, in_channels: int) -> nn.Module:
+    """The architecture of ``model`` (a method or an :class:`Encoder`), randomly initialised."""
+    backbone = make_backbone(cfg, in_channels)
+    return Encoder(backbone) if isinstance(model, Encoder) else build_method(cfg, backbone)
 
 
 def stage_info(run_dir: str | Path) -> dict:

@@ -17,12 +17,12 @@ import torch
 
 from selfsup.data.subsets import class_balanced_subset, load_subset, save_subset
 from selfsup.errors import ConfigError
-from selfsup.experiment import eval_augmentation, load_data, make_backbone, resolve_device
-from selfsup.methods import build_method
+from selfsup.experiment import eval_augmentation, load_data, resolve_device
 from selfsup.semi.classifier import (
     classifier_from_pretrained,
     evaluate_classifier,
     finetune_augmentation,
+    fresh_model,
     new_stage_dir,
     pretrained_model,
     write_stage,
@@ -61,7 +61,7 @@ def finetune(run_dir: str | Path, *, label_fraction: float | None = None,
     model, cfg, ckpt = pretrained_model(run_dir, overrides)
     if scratch:  # the same architecture, randomly initialised
         torch.manual_seed(recipe.seed)
-        model = build_method(cfg, make_backbone(cfg, int(ckpt.get("in_channels", 3))))
+        model = fresh_model(model, cfg, int(ckpt.get("in_channels", 3)))
     net = classifier_from_pretrained(model, head_layer, 1)  # checks k before loading data
     data = load_data(cfg)
     train, test = data.memory, data.test
