@@ -170,3 +170,13 @@ def test_cli_cluster_and_transfer(teacher, tmp_path, capsys):
                  "--out", str(tmp_path / "y"), "--no-progress"]) == 2
     assert "layer 'nope' does not exist" in capsys.readouterr().err
     assert (c / "plots" / "cluster_sizes.png").is_file()
+
+
+def test_a_jigsaw_trunk_is_a_teacher_like_any_other(tmp_path):
+    cfg = load_config("jigsaw-fashion-mnist", [
+        *TINY, "--data.dataset", "fashion-mnist-sample", "--train.steps", "2",
+        "--method.jigsaw_hidden", "16", "--run.out_dir", str(tmp_path), "--run.name", "jig"])
+    out = cluster(pretrain(cfg), 3, iters=3, out_dir=tmp_path / "c", device="cpu",
+                  progress=False)
+    info = json.loads((out / "cluster.json").read_text())
+    assert info["labelled"]["images"] == SAMPLE_TRAIN and info["labelled_stats"]["sizes_min"] > 0
