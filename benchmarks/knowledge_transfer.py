@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import sys
 from pathlib import Path
 
@@ -53,6 +54,7 @@ def simclr_run(work: Path, name: str, width: float, steps: int | None,
     run = work / name
     if (run / "summary.json").exists():
         return run
+    shutil.rmtree(run, ignore_errors=True)  # an interrupted run starts over under its name
     over = ["--data.dataset", dataset, "--data.root", ROOTS[dataset], "--model.width", str(width),
             "--train.seed", "0", "--eval.knn_every", "-1", "--run.progress", "false",
             "--run.out_dir", str(work), "--run.name", name]

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import statistics
 import sys
 from pathlib import Path
@@ -43,6 +44,7 @@ def pretrained_run(args, work: Path, name: str, steps: int) -> Path:
     run = work / name
     if (run / "summary.json").exists():
         return run
+    shutil.rmtree(run, ignore_errors=True)  # an interrupted run starts over under its name
     over = ["--data.root", str(shared("fashion-mnist")), "--model.width", str(args.width),
             "--train.seed", "0", "--train.steps", str(steps), "--eval.knn_every", "0",
             "--optim.warmup_epochs", f"{0.1 * steps * 256 / 60000:.4f}",
