@@ -10,7 +10,7 @@
    1 %, 10 epochs on 10 %. Top-1 on the whole test split.
 3. Distil the 10 % / k = 1 teacher of subset seed 0 into a smaller student
    (ResNet-18 at half the teacher's width, from scratch) on all train images
-   without labels, tau = 1, alpha = 1, ``--distill-epochs`` epochs, same
+   without labels, tau = 1, alpha = 1, ``--distill-epochs`` epochs (one run each), same
    recipe; also self-distillation into the teacher's own architecture.
 
 Every run folder is kept in ``--work``; a rerun skips finished stages.
@@ -66,7 +66,7 @@ def main() -> None:
     p.add_argument("--pretrain-steps", type=int, default=1200)
     p.add_argument("--width", type=float, default=0.25)
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    p.add_argument("--distill-epochs", type=int, default=2)
+    p.add_argument("--distill-epochs", type=int, nargs="+", default=[2])
     p.add_argument("--ft-epochs", type=int, nargs=2, metavar=("ONE_PCT", "TEN_PCT"),
                    default=None, help="fine-tuning epochs (default 60 and 10)")
     p.add_argument("--work", default="/tmp/selfsup-semi")
@@ -101,20 +101,23 @@ def main() -> None:
                           "top1_std_pct": round(100 * statistics.stdev(accs), 2)
                           if len(accs) > 1 else None})
     teacher = work / f"simclr-v2-ft-10pct-k1-s{args.seeds[0]}"
-    for student, width in (("resnet18", args.width / 2), ("resnet18", args.width)):
-        out = work / f"distill-w{width:g}"
-        if not (out / "summary.json").exists():
-            recipe = SupervisedRecipe(epochs=args.distill_epochs, batch_size=256, lr=0.05,
-                                      weight_decay=0.0, seed=0)
-            distill(teacher, student=student, student_width=width, recipe=recipe, out_dir=out,
-                    progress=False)
-        s = summary(out)
-        kind = "self-distillation" if width == args.width else "big-to-small"
-        rows.append(row("distill", f"student resnet18 w{width:g} ({kind})", "test top-1",
-                        s["test_top1"], [0], teacher_top1=s["teacher_test_top1"]))
-        table.append({"stage": f"distill {kind}", "system": f"resnet18 w{width:g}", "seeds": 1,
-                      "top1_mean_pct": round(100 * s["test_top1"], 2),
-                      "teacher_pct": round(100 * s["teacher_test_top1"], 2)})
+    for epochs in args.distill_epochs:
+        for student, width in (("resnet18", args.width / 2), ("resnet18", args.width)):
+            out = work / f"distill-w{width:g}-e{epochs}"
+            if not (out / "summary.json").exists():
+                shutil.rmtree(out, ignore_errors=True)
+                recipe = SupervisedRecipe(epochs=epochs, batch_size=256, lr=0.05,
+                                          weight_decay=0.0, seed=0)
+                distill(teacher, student=student, student_width=width, recipe=recipe,
+                        out_dir=out, progress=False)
+            s = summary(out)
+            kind = "self-distillation" if width == args.width else "big-to-small"
+            rows.append(row("distill", f"student resnet18 w{width:g} ({kind})", "test top-1",
+                            s["test_top1"], [0], teacher_top1=s["teacher_test_top1"],
+                            epochs=epochs, train_s=s["train_s"]))
+            table.append({"stage": f"distill {kind} {epochs} ep", "system": f"resnet18 w{width:g}",
+                          "seeds": 1, "top1_mean_pct": round(100 * s["test_top1"], 2),
+                          "teacher_pct": round(100 * s["teacher_test_top1"], 2)})
     print_table(table, ["stage", "system", "seeds", "top1_mean_pct", "top1_std_pct",
                         "teacher_pct"])
     path = write_results("semi_supervised", rows, "cpu", {
