@@ -188,12 +188,12 @@ def main(argv: list[str] | None = None) -> int:
             return _pretrain(args, extra)
         if args.command in ("finetune", "distill"):
             return _stage(args, extra)
+        if extra and args.command in ("export", "presets", "plot", "cluster"):
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
         if args.command in ("cluster", "transfer"):
             from selfsup.cluster.commands import run_command
 
             return run_command(args, extra)
-        if extra and args.command in ("export", "presets", "plot"):
-            parser.error(f"unrecognized arguments: {' '.join(extra)}")
         if args.command == "knn":
             from selfsup.eval.protocols import describe, evaluate_knn
 

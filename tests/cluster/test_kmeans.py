@@ -15,14 +15,7 @@ from torch import Tensor
 
 from selfsup.cluster import KMeansResult, kmeans, kmeans_fit
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """These problems are tiny: a second thread only adds waiting on a busy machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny problems
 
 
 def _blobs(n: int = 1200, d: int = 16, k: int = 6, std: float = 0.6, seed: int = 0) -> Tensor:

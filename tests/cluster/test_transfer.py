@@ -11,12 +11,12 @@ from PIL import Image
 from torch import nn
 
 from selfsup.cli import main
+from selfsup.cluster import nearest_centroids
 from selfsup.cluster.pseudo_labels import (
     cluster,
     cluster_statistics,
     load_plain,
     load_pseudo_labels,
-    nearest_centroid,
 )
 from selfsup.cluster.teacher import Teacher, layer_features, load_teacher
 from selfsup.cluster.transfer import transfer
@@ -59,7 +59,7 @@ def test_cluster_run_folder(clustered, teacher):
     assert cents.shape == (5, 64)
     # the pseudo-labels are the nearest centroids of the teacher's features
     feats = layer_features(load_teacher(teacher), _train_images(teacher))
-    assert torch.equal(nearest_centroid(feats, cents, False), labels)
+    assert torch.equal(nearest_centroids(feats, cents, False), labels)
 
 
 def _train_images(run) -> torch.Tensor:

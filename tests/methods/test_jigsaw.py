@@ -17,15 +17,7 @@ from selfsup.models import resnet
 from selfsup.train.logging import read_jsonl
 from selfsup.train.pretrain import pretrain
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    # tiny convolutions gain nothing from threads, and on a shared CPU the threads wait
-    # for each other (measured: 75 s instead of 3 s for the solvability test)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny convolutions
 
 
 def gen(seed: int = 0) -> torch.Generator:

@@ -66,8 +66,6 @@ def run_command(args, extra: list[str]) -> int:
     if args.command == "cluster":
         from selfsup.cluster.pseudo_labels import cluster
 
-        if extra:
-            raise SystemExit(f"selfsup cluster: unrecognized arguments: {' '.join(extra)}")
         out = cluster(args.teacher, args.k, layer=args.layer, data=args.data,
                       data_root=args.data_root, cluster_data=args.cluster_data,
                       cluster_root=args.cluster_root, spherical=args.spherical,

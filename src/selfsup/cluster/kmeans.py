@@ -278,8 +278,7 @@ def kmeans_fit(x: Tensor, k: int, iters: int = 50, spherical: bool = False, seed
     work = x.detach().to(torch.float64 if x.dtype == torch.float64 else torch.float32)
     if spherical:
         work = F.normalize(work, dim=1)
-    # about 16 MB of distances per chunk stays in a CPU's cache; a GPU wants big blocks
-    chunk = chunk_size or max(256, (2**22 if x.device.type == "cpu" else 2**26) // k)
+    chunk = chunk_size or _default_chunk(k, x.device)
     gen = torch.Generator().manual_seed(seed)
     best: KMeansResult | None = None
     for _ in range(1 if isinstance(init, Tensor) else n_init):
@@ -293,6 +292,22 @@ def kmeans_fit(x: Tensor, k: int, iters: int = 50, spherical: bool = False, seed
     assert best is not None
     best.centroids = best.centroids.to(x.dtype)
     return best
+
+
+def _default_chunk(k: int, device: torch.device) -> int:
+    # about 16 MB of distances per chunk stays in a CPU's cache; a GPU wants big blocks
+    return max(256, (2**22 if device.type == "cpu" else 2**26) // k)
+
+
+@torch.no_grad()
+def nearest_centroids(x: Tensor, centroids: Tensor, spherical: bool = False,
+                      chunk_size: int | None = None) -> Tensor:
+    """Cluster id (N,) of every row of ``x`` by its nearest centroid, chunked as in the fit
+    (points of another data set labelled with centroids fitted elsewhere)."""
+    x, c = x.float(), centroids.to(x.device).float()
+    if spherical:
+        x, c = F.normalize(x, dim=1), F.normalize(c, dim=1)
+    return _assign(x, c, spherical, chunk_size or _default_chunk(len(c), x.device))[0]
 
 
 def kmeans(x: Tensor, k: int, iters: int = 50, spherical: bool = False, seed: int = 0, *,

@@ -17,28 +17,16 @@ from dataclasses import replace
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from selfsup import __version__
-from selfsup.cluster.kmeans import kmeans_fit
+from selfsup.cluster.kmeans import kmeans_fit, nearest_centroids
 from selfsup.cluster.teacher import layer_features, load_teacher
 from selfsup.config import Config, DataConfig, save_config
 from selfsup.data import load_dataset
 from selfsup.errors import ConfigError, DataError
 from selfsup.experiment import resolve_device
 from selfsup.train.checkpoint import atomic_save
-
-
-def nearest_centroid(x: Tensor, centroids: Tensor, spherical: bool,
-                     chunk: int = 65536) -> Tensor:
-    """Index of the nearest centroid of each row of ``x`` (N, d); (N,) int64."""
-    if spherical:
-        x, centroids = F.normalize(x, dim=1), F.normalize(centroids, dim=1)
-    c2 = (centroids * centroids).sum(1)  # k
-    out = [(c2 - 2 * xb @ centroids.T).argmin(1)  # ||x||^2 is the same for every centroid
-           for xb in x.split(chunk)]
-    return torch.cat(out)
 
 
 def cluster_statistics(assign: Tensor, k: int, labels: Tensor | None) -> dict:
@@ -91,8 +79,9 @@ def cluster(teacher_path: str | Path, k: int, *, layer: str | None = None,
     """
     teacher = load_teacher(teacher_path)
     label_cfg = _data_config(teacher.cfg, data, data_root)
-    fit_cfg = _data_config(teacher.cfg, cluster_data, cluster_root) if cluster_data else (
-        label_cfg if data is None or teacher.cfg is None else teacher.cfg)
+    # the clustered set: --cluster-data, else the teacher's own, else (an export) the labelled one
+    fit_cfg = (label_cfg if teacher.cfg is None and cluster_data is None
+               else _data_config(teacher.cfg, cluster_data, cluster_root))
     fit_set = _images(fit_cfg)
     if not 2 <= k <= len(fit_set):
         raise ConfigError(f"k must be in [2, {len(fit_set)}] (the number of images clustered), "
@@ -109,7 +98,7 @@ def cluster(teacher_path: str | Path, k: int, *, layer: str | None = None,
         assign = res.assign.cpu()
     else:
         lf = layer_features(teacher, label_set.images, layer, device=dev, progress=progress)
-        assign = nearest_centroid(lf, res.centroids, spherical).cpu()
+        assign = nearest_centroids(lf, res.centroids, spherical).cpu()
     name = (f"cluster-{Path(teacher_path).name}-{label_cfg.data.dataset}-k{k}"
             f"{'-sph' if spherical else ''}-s{seed}")
     out = Path(out_dir) if out_dir else Path(teacher_path).parent / name

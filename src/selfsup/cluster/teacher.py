@@ -17,11 +17,11 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from tqdm.auto import tqdm
 
 from selfsup.augment import build_recipe
 from selfsup.config import Config
 from selfsup.errors import ConfigError, DataError
+from selfsup.eval.features import extract_features
 from selfsup.experiment import load_run_backbone, run_config
 
 
@@ -96,7 +96,26 @@ def teacher_transform(teacher: Teacher, channels: int):
     return transform
 
 
-@torch.no_grad()
+class _LayerOutput(nn.Module):
+    """The backbone, returning the global-average-pooled output of one of its modules."""
+
+    def __init__(self, backbone: nn.Module, module: nn.Module) -> None:
+        super().__init__()
+        self.backbone, self.module = backbone, module
+
+    def forward(self, x: Tensor) -> Tensor:
+        captured: list[Tensor] = []
+        hook = self.module.register_forward_hook(lambda _m, _i, out: captured.append(out))
+        try:
+            self.backbone(x)
+        finally:
+            hook.remove()
+        h = captured[0][0] if isinstance(captured[0], (tuple, list)) else captured[0]
+        if h.dim() == 4:
+            h = F.adaptive_avg_pool2d(h, 1)  # B x C x 1 x 1
+        return h.flatten(1)  # B x C
+
+
 def layer_features(teacher: Teacher, images: Tensor, layer: str | None = None, *,
                    device: torch.device | str = "cpu", batch_size: int = 512,
                    progress: bool = False) -> Tensor:
@@ -108,30 +127,12 @@ def layer_features(teacher: Teacher, images: Tensor, layer: str | None = None, *
     """
     backbone = teacher.backbone.to(device).eval()
     module = _layer(backbone, layer)
-    captured: list[Tensor] = []
-    hook = None
-    if module is not None:
-        hook = module.register_forward_hook(lambda _m, _i, out: captured.append(out))
+    net = backbone if module is None else _LayerOutput(backbone, module)
     transform = teacher_transform(teacher, images.shape[1])
     gen = torch.Generator(device=device)
-    out: list[Tensor] = []
-    try:
-        for i in tqdm(range(0, len(images), batch_size), desc=f"features {layer or 'output'}",
-                      disable=not progress, leave=False):
-            x = transform(images[i : i + batch_size].to(device), gen)
-            h = backbone(x)  # B x D
-            if module is not None:
-                h = captured.pop()
-                if isinstance(h, (tuple, list)):
-                    h = h[0]
-                if h.dim() == 4:
-                    h = F.adaptive_avg_pool2d(h, 1).flatten(1)  # B x C
-                h = h.flatten(1)
-            out.append(h.float())
-    finally:
-        if hook is not None:
-            hook.remove()
-    feats = torch.cat(out) if out else torch.zeros(0, 0)
+    feats = extract_features(net, images, lambda x: transform(x, gen), batch_size=batch_size,
+                             device=device, progress=progress,
+                             desc=f"features {layer or 'output'}")
     bad = int((~torch.isfinite(feats)).sum())
     if bad:
         raise DataError(f"teacher {teacher.source}: {bad} non-finite feature values at layer "

@@ -18,7 +18,6 @@ from pathlib import Path
 import torch
 
 from selfsup.cluster.pseudo_labels import load_pseudo_labels
-from selfsup.errors import ConfigError
 from selfsup.experiment import (
     eval_augmentation,
     load_data,
@@ -27,7 +26,7 @@ from selfsup.experiment import (
     run_config,
     train_augmentation,
 )
-from selfsup.models import list_backbones
+from selfsup.models import check_backbone_name
 from selfsup.semi.classifier import Classifier, evaluate_classifier, new_stage_dir, write_stage
 from selfsup.train.logging import MetricsLogger
 from selfsup.train.supervised import SupervisedRecipe, fit_classifier
@@ -44,9 +43,7 @@ def transfer(cluster_run: str | Path, *, arch: str = "resnet18", width: float = 
     """
     cluster_run = Path(cluster_run)
     recipe = recipe or SupervisedRecipe(epochs=30, batch_size=256, lr=0.1, weight_decay=5e-4)
-    if arch not in list_backbones() and not arch.startswith(("torchvision:", "timm:")):
-        raise ConfigError(f"unknown target architecture {arch!r}; known: "
-                          f"{', '.join(list_backbones())}")
+    check_backbone_name(arch, "target")
     cfg = run_config(cluster_run, overrides)
     cfg = replace(cfg, model=replace(cfg.model, backbone=arch, width=width,
                                      stem=stem or cfg.model.stem, sk_ratio=0.0))

@@ -11,6 +11,7 @@ from selfsup.models.registry import (
     backbone_config,
     build_backbone,
     build_from_config,
+    check_backbone_name,
     list_backbones,
     register_backbone,
 )
@@ -27,6 +28,7 @@ __all__ = [
     "backbone_config",
     "build_backbone",
     "build_from_config",
+    "check_backbone_name",
     "list_backbones",
     "register_backbone",
     "resnet",

@@ -155,6 +155,15 @@ def _unknown(name: object) -> ConfigError:
                        "or 'torchvision:<name>' / 'timm:<name>'")
 
 
+def check_backbone_name(name: str, role: str = "backbone") -> None:
+    """ConfigError unless ``name`` can be built: a stage checks it before loading any data."""
+    prefix, colon, model_name = name.partition(":")
+    if name in _BUILDERS or (colon and prefix in _ADAPTERS and model_name):
+        return
+    raise ConfigError(f"unknown {role} architecture {name!r}; known: "
+                      f"{', '.join(list_backbones())}, or 'torchvision:<name>' / 'timm:<name>'")
+
+
 def build_backbone(name: str, **kwargs: Any) -> nn.Module:
     """Build the backbone ``name`` with ``kwargs``; it has ``.feature_dim`` and ``.arch``."""
     if not isinstance(name, str):

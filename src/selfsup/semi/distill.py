@@ -20,7 +20,7 @@ import torch
 from selfsup.errors import ConfigError
 from selfsup.experiment import eval_augmentation, load_data, make_backbone, resolve_device
 from selfsup.losses import distillation_loss
-from selfsup.models import list_backbones
+from selfsup.models import check_backbone_name
 from selfsup.semi.classifier import (
     Classifier,
     evaluate_classifier,
@@ -45,9 +45,7 @@ def distill(teacher_run: str | Path, *, student: str = "resnet18", student_width
     """
     teacher_run = Path(teacher_run)
     recipe = recipe or SupervisedRecipe(epochs=30, batch_size=256, lr=0.1, weight_decay=0.0)
-    if student not in list_backbones() and not student.startswith(("torchvision:", "timm:")):
-        raise ConfigError(f"unknown student architecture {student!r}; known: "
-                          f"{', '.join(list_backbones())}")
+    check_backbone_name(student, "student")
     if not temperature > 0:
         raise ConfigError(f"distillation temperature must be > 0, got {temperature}")
     if not 0.0 <= alpha <= 1.0:
