@@ -13,12 +13,28 @@ def test_matches_float64_reference():
     pos, neg = l_pos.double(), l_neg.double().reshape(-1)
     assert torch.allclose(s["pos_sim"].double(), pos.mean(), atol=1e-6)
     assert torch.allclose(s["neg_sim"].double(), neg.mean(), atol=1e-6)
-    assert torch.allclose(s["neg_var"].double(), ((neg - neg.mean()) ** 2).mean(), atol=1e-6)
+    rows = l_neg.double()  # 64 x 300: each query's negatives
+    row_var = ((rows - rows.mean(1, keepdim=True)) ** 2).sum(1) / (300 - 1)  # unbiased, per row
+    assert torch.allclose(s["neg_var"].double(), row_var.mean(), atol=1e-6)
     edges = bin_edges(20)
     want = [((neg >= lo) & ((neg < hi) if i < 19 else (neg <= hi))).sum().item()
             for i, (lo, hi) in enumerate(zip(edges, edges[1:]))]
     assert s["neg_hist"].tolist() == want and sum(want) == neg.numel()
     assert s["pos_hist"].sum().item() == 64
+
+
+def test_neg_var_is_per_anchor_not_pooled():
+    # FT authors' code: torch.var(neg, axis=1) per query, mean over the batch. Rows with
+    # different means and no spread of their own: no per-anchor variance, although the
+    # pooled N*K scores vary (1/4 here), which the old single variance reported.
+    l_neg = torch.tensor([[0.5] * 6, [-0.5] * 6], dtype=torch.float64)
+    assert score_stats(torch.ones(2), l_neg)["neg_var"].item() == 0.0
+    # closed form: row r = (a_r, -a_r): unbiased variance 2 a_r^2, mean over rows
+    a = torch.tensor([0.1, 0.2, 0.3])
+    got = score_stats(torch.ones(3), torch.stack([a, -a], 1))["neg_var"].double()
+    torch.testing.assert_close(got, (2 * a.double() ** 2).mean())
+    # one negative per anchor: no spread, not NaN
+    assert score_stats(torch.ones(2), torch.rand(2, 1))["neg_var"].item() == 0.0
 
 
 def test_bfloat16_scores_and_rounding_outside_range():
