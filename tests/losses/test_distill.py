@@ -55,7 +55,30 @@ def test_gradient_is_student_minus_teacher_probabilities_over_tau(tau):
     t = torch.randn(5, 6, generator=g, dtype=torch.float64)
     distillation_loss(s, t, tau).backward()
     expected = (F.softmax(s.detach() / tau, 1) - F.softmax(t / tau, 1)) / (tau * len(s))
-    assert torch.allclose(s.grad, expected.float().double(), atol=1e-6)
+    assert s.grad.dtype == torch.float64 and torch.allclose(s.grad, expected, rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("labels", [None, torch.tensor([0, -1, 2, 1, -1])])
+def test_float64_logits_keep_float64(labels):
+    g = torch.Generator().manual_seed(4)
+    s = torch.randn(5, 3, generator=g, dtype=torch.float64)
+    t = torch.randn(5, 3, generator=g, dtype=torch.float64) * 3
+    alpha = 1.0 if labels is None else 0.4
+    got = distillation_loss(s, t, 0.7, labels=labels, alpha=alpha)
+    assert got.dtype == torch.float64
+    assert abs(got.item() - reference(s, t, 0.7, labels, alpha)) < 1e-12
+
+
+def test_half_precision_logits_are_upcast_to_float32():
+    g = torch.Generator().manual_seed(5)
+    s, t = torch.randn(6, 4, generator=g), torch.randn(6, 4, generator=g)
+    for dtype in (torch.bfloat16, torch.float16):
+        got = distillation_loss(s.to(dtype), t.to(dtype), 0.5)
+        assert got.dtype == torch.float32
+        want = reference(s.to(dtype), t.to(dtype), 0.5)  # the same rounded logits, in float64
+        assert got.item() == pytest.approx(want, rel=1e-5)
+    # mixed: a bfloat16 teacher (autocast) with a float32 student gives float32
+    assert distillation_loss(s, t.bfloat16(), 0.5).dtype == torch.float32
 
 
 def test_teacher_gets_no_gradient_and_equal_logits_give_the_entropy():

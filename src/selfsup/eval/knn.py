@@ -17,7 +17,11 @@ def knn_scores(
     train_feats: Tensor, train_labels: Tensor, test_feats: Tensor, num_classes: int,
     k: int = 200, temperature: float = 0.1, chunk: int = 1024,
 ) -> Tensor:
-    """Class scores (M, num_classes): the sum of exp(sim/T) over the k nearest neighbours."""
+    """Class scores (M, num_classes): the sum of exp(sim/T) over the k nearest neighbours.
+
+    Computed in the wider of the two features' dtypes, at least float32: float64
+    features give float64 scores, half / bfloat16 features float32 ones.
+    """
     if train_feats.ndim != 2 or test_feats.ndim != 2 or train_feats.shape[1] != test_feats.shape[1]:
         raise ValueError(
             f"k-NN needs (N, D) and (M, D) features, got {tuple(train_feats.shape)} "
@@ -26,14 +30,16 @@ def knn_scores(
     if len(train_labels) != len(train_feats):
         raise ValueError(f"{len(train_labels)} labels for {len(train_feats)} train features")
     k = min(k, len(train_feats))
-    train = F.normalize(train_feats.float(), dim=1)
+    dtype = torch.promote_types(torch.promote_types(train_feats.dtype, test_feats.dtype),
+                                torch.float32)
+    train = F.normalize(train_feats.to(dtype), dim=1)  # N x D
     labels = train_labels.to(train.device)
     out = []
     for i in range(0, len(test_feats), chunk):
-        q = F.normalize(test_feats[i : i + chunk].float().to(train.device), dim=1)
+        q = F.normalize(test_feats[i : i + chunk].to(train.device, dtype), dim=1)  # M x D
         sim, idx = (q @ train.T).topk(k, dim=1)  # M x k
         weight = (sim / temperature).exp()  # M x k
-        scores = torch.zeros(len(q), num_classes, device=train.device)
+        scores = torch.zeros(len(q), num_classes, device=train.device, dtype=dtype)
         scores.scatter_add_(1, labels[idx], weight)  # M x C
         out.append(scores)
     return torch.cat(out)
