@@ -25,9 +25,19 @@ def _uint8(n: int, c: int, size: int) -> torch.Tensor:
     return torch.randint(0, 256, (n, c, size, size), generator=g, dtype=torch.uint8)
 
 
-@pytest.mark.parametrize("size, kernel", [(224, 23), (96, 9), (64, 7), (32, 3), (28, 3), (8, 1)])
-def test_blur_kernel_is_the_odd_size_nearest_ten_percent(size: int, kernel: int) -> None:
+@pytest.mark.parametrize("size, kernel", [(224, 23), (96, 9), (64, 7), (32, 3), (28, 3),
+                                          (20, 3), (19, 1), (8, 1)])
+def test_blur_kernel_follows_simclr(size: int, kernel: int) -> None:
     assert blur_kernel_size(size) == kernel
+
+
+def test_blur_kernel_is_simclrs_rule_at_every_size() -> None:
+    # google-research/simclr data_util.py: random_blur passes kernel_size=height//10,
+    # gaussian_blur takes radius = to_int32(kernel_size / 2), kernel_size = radius * 2 + 1
+    for size in range(8, 513):
+        kernel_size = size // 10
+        radius = int(kernel_size / 2)
+        assert blur_kernel_size(size) == radius * 2 + 1, size
 
 
 def test_simclr_settings_follow_the_paper() -> None:

@@ -26,8 +26,15 @@ _DTYPES = {"float32": torch.float32, "float64": torch.float64,
 
 
 def blur_kernel_size(size: int) -> int:
-    """The odd kernel size nearest to 10% of the image side (SimCLR: 23 for 224, 9 for 96)."""
-    return max(1, 2 * round((0.1 * size - 1) / 2) + 1)
+    """SimCLR's blur kernel for ``size`` px images: 23 taps for 224, 9 for 96, 3 for 32.
+
+    The reference code (google-research/simclr ``data_util.py``) blurs with
+    ``kernel_size = height // 10`` and its ``gaussian_blur`` takes
+    ``radius = kernel_size // 2`` and ``2 * radius + 1`` taps. Below 20 px that
+    is 1 tap: no blur.
+    """
+    radius = (size // 10) // 2
+    return 2 * radius + 1
 
 
 def _check_prob(name: str, p: float) -> float:
