@@ -19,6 +19,13 @@ def shared_data_dir() -> Path | None:
     return None
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _store_cache(tmp_path_factory):
+    """Packed image folders go to a temporary cache, never the user's ~/.cache."""
+    os.environ["SELFSUP_STORES"] = str(tmp_path_factory.mktemp("stores"))
+    yield
+
+
 @pytest.fixture
 def shared_data() -> Path:
     root = shared_data_dir()

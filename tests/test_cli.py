@@ -69,9 +69,14 @@ def test_image_folder_with_unreadable_file(capsys, tiny_args, tmp_path):
         for i in range(3):
             Image.new("RGB", (16, 16), (i * 40, 10, 10)).save(tmp_path / "imgs" / cls / f"{i}.png")
     (tmp_path / "imgs" / "b" / "broken.png").write_bytes(b"not a png at all")
-    err = _error_line(capsys, ["pretrain", *tiny_args, "--data.dataset", "folder",
-                               "--data.root", str(tmp_path / "imgs")])
-    assert "broken.png" in err
+    with pytest.warns(UserWarning, match=r"1 file could not be read and left out; the list "
+                      r"with reasons is .*skipped.jsonl"):
+        assert main(["pretrain", *tiny_args, "--data.dataset", "folder", "--data.root",
+                     str(tmp_path / "imgs"), "--data.limit", "6", "--train.batch_size", "4",
+                     "--run.name", "imgs", "--data.cache_dir", str(tmp_path / "cache")]) == 0
+    store = next(p for p in (tmp_path / "cache").glob("imgs-*") if p.is_dir())
+    skipped = (store / "train" / "skipped.jsonl").read_text()
+    assert "broken.png" in skipped and "not an image" in skipped
 
 
 def test_nan_loss_is_one_line(capsys, tiny_args):

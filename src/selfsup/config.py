@@ -27,9 +27,14 @@ class DataConfig:
     train_split: str = "train"  # pretraining split (stl10: train+unlabeled)
     limit: int | None = None  # use only the first N pretraining images (smoke tests)
     download: bool = False  # fetch missing files (checksummed) into root or the cache
-    size: int | None = None  # training input side; None = the images' own size
-    on_device: bool = True  # hold the uint8 set on the training device
+    size: int | None = None  # training input side; None = the images' own (stored) side
+    on_device: bool | str = "auto"  # hold the uint8 set on the device: auto (if it fits) | bool
     normalization: str | None = None  # name in augment.NORMALIZATION; None = the data set's
+    # image folders (dataset: folder) are packed once into a memory-mapped store, then reused
+    pack_size: int | None = None  # stored side; None: data.size, else 224 (train may crop less)
+    cache_dir: str | None = None  # where packed folders go; None: $SELFSUP_DATA/stores
+    pack_workers: int | None = None  # decoding processes; None: the CPUs available
+    decoder: str = "pil"  # pil | simplejpeg (JPEG DCT-scaled decoding, selfsup[fast-jpeg])
 
 
 @dataclass
@@ -369,8 +374,19 @@ def validate(cfg: Config) -> None:
     _require(m.width > 0, f"model.width must be > 0, got {m.width}")
     _require(m.head_layers >= 1, f"model.head_layers must be >= 1, got {m.head_layers}")
     _require(m.out_dim >= 1, f"model.out_dim must be >= 1, got {m.out_dim}")
-    _require(cfg.data.size is None or cfg.data.size >= 8,
-             f"data.size must be >= 8, got {cfg.data.size}")
+    d = cfg.data
+    _require(d.size is None or d.size >= 8, f"data.size must be >= 8, got {d.size}")
+    _require(d.pack_size is None or d.pack_size >= 8,
+             f"data.pack_size must be >= 8, got {d.pack_size}")
+    _require(d.size is None or d.pack_size is None or d.size <= d.pack_size,
+             f"data.size {d.size} is larger than data.pack_size {d.pack_size}: the stored "
+             "images would be upsampled; pack at least at the training side")
+    _require(d.on_device in (True, False, "auto"),
+             f"data.on_device must be auto, true or false, got {d.on_device!r}")
+    _require(d.pack_workers is None or d.pack_workers >= 0,
+             f"data.pack_workers must be >= 0, got {d.pack_workers}")
+    _require(d.decoder in ("pil", "simplejpeg"),
+             f"data.decoder must be pil or simplejpeg, got {d.decoder!r}")
     _require(cfg.data.limit is None or cfg.data.limit >= 2,
              f"data.limit must be >= 2, got {cfg.data.limit}")
     _require(cfg.eval.knn_k >= 1, f"eval.knn_k must be >= 1, got {cfg.eval.knn_k}")

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from torch import Tensor, nn
+from torch import nn
 
 from selfsup.augment import NORMALIZATION, RECIPES, build_recipe
 from selfsup.config import Config, load_config
@@ -33,27 +33,48 @@ class Data:
     channels: int
 
 
-def _normalization(name: str, images: Tensor) -> tuple[tuple[float, ...], tuple[float, ...]]:
+def _normalization(name: str, data: ImageSet) -> tuple[tuple[float, ...], tuple[float, ...]]:
     base = name.removesuffix("-sample")
     if base in NORMALIZATION:
         return NORMALIZATION[base]
-    # unknown data (an image folder): measure it on up to 10k images
-    x = images[:10_000].float().div_(255)
-    return tuple(x.mean((0, 2, 3)).tolist()), tuple(x.std((0, 2, 3)).clamp_min(1e-3).tolist())
+    if data.stats is not None:  # a packed store measured every image while packing
+        mean, std = data.stats
+        return tuple(mean), tuple(max(s, 1e-3) for s in std)  # a constant channel divides by 0
+    # other unknown data: measure it on up to 10k images, in chunks (bounded memory)
+    n, c = min(len(data), 10_000), data.channels
+    s1, s2 = torch.zeros(c, dtype=torch.float64), torch.zeros(c, dtype=torch.float64)
+    for lo in range(0, n, 256):
+        x = data.read(slice(lo, min(lo + 256, n))).double().div_(255)
+        s1 += x.sum((0, 2, 3))
+        s2 += x.square().sum((0, 2, 3))
+    pixels = n * data.size * data.images.shape[-2]
+    mean = s1 / pixels
+    std = (s2 / pixels - mean.square()).clamp_min(1e-6).sqrt().clamp_min(1e-3)
+    return tuple(mean.tolist()), tuple(std.tolist())
+
+
+def load_split(cfg: Config, split: str) -> ImageSet:
+    """One split of ``cfg``'s data set; an image folder goes through its packed store."""
+    d = cfg.data
+    kwargs = {}
+    if d.dataset == "folder":
+        kwargs = dict(size=d.pack_size or d.size, store_dir=d.cache_dir,
+                      pack_workers=d.pack_workers, decoder=d.decoder, progress=cfg.run.progress)
+    return load_dataset(d.dataset, d.root, split=split, download=d.download, **kwargs)
 
 
 def load_data(cfg: Config, *, need_test: bool = True) -> Data:
     """The train split (unlabelled use) and, where there is one, the labelled test split."""
     d = cfg.data
-    train = load_dataset(d.dataset, d.root, split=d.train_split, download=d.download)
+    train = load_split(cfg, d.train_split)
     if d.limit is not None:
-        train = train.subset(torch.arange(min(d.limit, len(train))))
+        train = train.head(min(d.limit, len(train)))
     test, memory = None, train
     if need_test and d.train_split != "train":
-        memory = load_dataset(d.dataset, d.root, split="train", download=d.download)
-    if need_test and d.dataset != "folder":
+        memory = load_split(cfg, "train")
+    if need_test:
         try:
-            test = load_dataset(d.dataset, d.root, split="test", download=d.download)
+            test = load_split(cfg, "test")
         except DataError as e:
             warnings.warn(f"no test split, k-NN monitor off: {e}", stacklevel=2)
     if d.normalization is not None:
@@ -62,12 +83,22 @@ def load_data(cfg: Config, *, need_test: bool = True) -> Data:
                               f"{', '.join(sorted(NORMALIZATION))}")
         mean, std = NORMALIZATION[d.normalization]
     else:
-        mean, std = _normalization(d.dataset, train.images)
-    channels = train.images.shape[1]
+        mean, std = _normalization(d.dataset, train)
+    channels = train.channels
     if len(mean) != channels:  # e.g. ImageNet statistics on a grayscale set
         raise ConfigError(f"data.normalization has {len(mean)} channels, the images {channels}")
-    size = d.size or train.images.shape[-1]
+    size = d.size or train.size
+    if size > train.size and train.mapped:
+        warnings.warn(f"data.size {size} is larger than the stored images ({train.size} px): "
+                      "every view is upsampled", stacklevel=2)
     return Data(train, test, memory, tuple(mean), tuple(std), size, channels)
+
+
+def input_spec(data: Data) -> dict:
+    """What a network trained on ``data`` takes: recorded in checkpoints, so export and later
+    stages need not read the data again (it may have moved, or been deleted)."""
+    return {"size": data.size, "channels": data.channels, "mean": list(data.mean),
+            "std": list(data.std)}
 
 
 def train_augmentation(cfg: Config, data: Data):

@@ -15,7 +15,7 @@ from torch import nn
 
 from selfsup import __version__
 from selfsup.errors import DataError
-from selfsup.experiment import load_data, load_run_backbone
+from selfsup.experiment import input_spec, load_data, load_run_backbone
 from selfsup.models import build_from_config
 
 
@@ -24,7 +24,9 @@ def export_run(run_dir: str | Path, out_dir: str | Path | None = None,
     """Write ``<run>/export/{model.safetensors,config.json}`` (or into ``out_dir``)."""
     run_dir = Path(run_dir)
     backbone, cfg, meta = load_run_backbone(run_dir, checkpoint=checkpoint)
-    data = load_data(cfg, need_test=False)
+    spec = meta.get("input")
+    if spec is None:  # a checkpoint from before selfsup recorded its input: read the data
+        spec = input_spec(load_data(cfg, need_test=False))
     out = Path(out_dir) if out_dir is not None else run_dir / "export"
     out.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().contiguous() for k, v in backbone.state_dict().items()}
@@ -33,8 +35,7 @@ def export_run(run_dir: str | Path, out_dir: str | Path | None = None,
         "selfsup_version": __version__,
         "architecture": backbone.arch,
         "feature_dim": backbone.feature_dim,
-        "input": {"size": data.size, "channels": data.channels, "mean": list(data.mean),
-                  "std": list(data.std), "value_range": "uint8 / 255, then (x - mean) / std"},
+        "input": {**spec, "value_range": "uint8 / 255, then (x - mean) / std"},
         "pretraining": {"method": cfg.method.name, "dataset": cfg.data.dataset,
                         "steps": meta.get("step"), "epochs": meta.get("epoch"),
                         "run": str(run_dir)},

@@ -171,9 +171,11 @@ def test_folder_dataset_splits(tmp_path: Path) -> None:
             (tmp_path / split / "a").mkdir(parents=True, exist_ok=True)
             Image.new("RGB", (10, 10), (i, 0, 0)).save(tmp_path / split / "a" / f"{i}.png")
     assert load_dataset("folder", tmp_path, "val", size=8).images.shape == (2, 3, 8, 8)
+    # val/ is the held-out split: "test" names it too
+    assert load_dataset("folder", tmp_path, "test", size=8).images.shape == (2, 3, 8, 8)
     assert len(load_dataset("folder", tmp_path / "train")) == 3  # root itself
-    with pytest.raises(DataError, match="no sub-folder 'test'"):
-        load_dataset("folder", tmp_path, "test")
+    with pytest.raises(DataError, match="no 'test' split"):
+        load_dataset("folder", tmp_path / "train", "test")
     with pytest.raises(DataError, match="folder: no root given"):
         load_dataset("folder")
 

@@ -18,8 +18,10 @@ from pathlib import Path
 import torch
 
 from selfsup.cluster.pseudo_labels import load_pseudo_labels
+from selfsup.data.loader import place_images
 from selfsup.experiment import (
     eval_augmentation,
+    input_spec,
     load_data,
     make_backbone,
     resolve_device,
@@ -59,7 +61,7 @@ def transfer(cluster_run: str | Path, *, arch: str = "resnet18", width: float = 
     out = new_stage_dir(Path(out_dir) if out_dir else cluster_run.parent / name)
     logger = MetricsLogger(out)
     t0 = time.perf_counter()
-    fit_classifier(net, data.train.images.to(dev), labels.to(dev), recipe,
+    fit_classifier(net, place_images(data.train.images, dev, cfg.data.on_device), labels, recipe,
                    transform=train_augmentation(cfg, data), log=logger.log, progress=progress,
                    desc=f"transfer into {arch} w{width:g} ({k} clusters)")
     train_s = time.perf_counter() - t0
@@ -74,5 +76,5 @@ def transfer(cluster_run: str | Path, *, arch: str = "resnet18", width: float = 
                         "schedule": "cosine", "targets": "cluster ids (hard)"}}
     summary = {"stage": "transfer", "epochs": recipe.epochs, "train_s": round(train_s, 2),
                "pseudo_label_train_top1": fit["top1"], "k": k}
-    write_stage(out, net.cpu(), cfg, stage, data.channels, summary)
+    write_stage(out, net.cpu(), cfg, stage, data.channels, summary, input_spec(data))
     return out

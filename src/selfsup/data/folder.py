@@ -1,12 +1,16 @@
-"""Image folders: ``root/<class>/*.png`` (labelled) or ``root/*.png`` (unlabeled).
+"""Image folders: ``root/<class>/*.png`` (labelled), ``root/*.png`` (unlabeled), or
+``root/train`` + ``root/test`` (or ``root/val``) splits, each of either layout.
 
-All images are decoded once with PIL into one uint8 (N, C, H, W) tensor of a single size, so a
-folder set trains exactly like the built-in ones. Kept apart from :mod:`selfsup.data.sources`
-because it is the one reader that decodes compressed images (PIL) rather than raw arrays.
+:func:`list_splits` lists a folder the way :mod:`selfsup.data.pack` packs it, and
+:func:`listing_hash` fingerprints that listing, so a packed store is reused only for the very
+files it was made from. :func:`read_image_folder` decodes a small folder straight into memory.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -14,13 +18,12 @@ import torch
 from PIL import Image, ImageOps
 from tqdm import tqdm
 
-from selfsup.data.sources import ImageSet
+from selfsup.data.decode import GRAY_MODES as _GRAY_MODES
+from selfsup.data.decode import IMAGE_EXTENSIONS
+from selfsup.data.image_source import ImageSet
 from selfsup.errors import DataError
 
-IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff",
-                              ".ppm", ".pgm", ".pbm"})
-# Modes that hold one intensity channel; everything else is decoded as RGB.
-_GRAY_MODES = frozenset({"1", "L", "LA", "I", "I;16", "F"})
+SPLIT_FOLDERS = {"train": ("train",), "test": ("test", "val")}
 
 
 def _is_image(path: Path) -> bool:
@@ -43,7 +46,10 @@ def list_image_folder(root: str | Path) -> tuple[list[Path], list[int] | None, l
     root = Path(root)
     if not root.is_dir():
         raise DataError(f"{root}: image folder does not exist")
-    entries = sorted(p for p in root.iterdir() if not p.name.startswith("."))
+    try:
+        entries = sorted(p for p in root.iterdir() if not p.name.startswith("."))
+    except OSError as exc:
+        raise DataError(f"{root}: cannot read the folder ({exc.strerror or exc})") from None
     top = [p for p in entries if _is_image(p)]
     per_class = {d.name: _images_under(d) for d in entries if d.is_dir()}
     per_class = {c: files for c, files in per_class.items() if files}
@@ -59,6 +65,63 @@ def list_image_folder(root: str | Path) -> tuple[list[Path], list[int] | None, l
     files = [f for c in classes for f in per_class[c]]
     labels = [i for i, c in enumerate(classes) for _ in per_class[c]]
     return files, labels, classes
+
+
+@dataclass(frozen=True)
+class Listing:
+    """The files of one split: paths relative to the packed root, labels, class names."""
+
+    folder: str  # sub-folder of the root it comes from ("" for the root itself)
+    files: list[str]
+    labels: list[int] | None
+    classes: list[str]
+
+
+def list_splits(root: str | Path) -> dict[str, Listing]:
+    """The splits of an image folder: ``train`` (and ``test``, from ``test/`` or ``val/``) when
+    ``root/train`` exists, else the whole folder as ``train``. Test labels follow the train
+    split's class names, so class ``k`` means the same in both."""
+    root = Path(root)
+    if not root.is_dir():
+        raise DataError(f"{root}: image folder does not exist")
+    if not (root / "train").is_dir():
+        files, labels, classes = list_image_folder(root)
+        return {"train": Listing("", [f.relative_to(root).as_posix() for f in files], labels,
+                                 classes)}
+    out = {}
+    for split, names in SPLIT_FOLDERS.items():
+        folder = next((root / n for n in names if (root / n).is_dir()), None)
+        if folder is None:
+            continue
+        files, labels, classes = list_image_folder(folder)
+        if split != "train" and labels is not None:
+            known = out["train"].classes
+            extra = sorted(set(classes) - set(known))
+            if extra or not known:
+                raise DataError(f"{folder}: classes {', '.join(extra or classes)} are not "
+                                f"among the train split's classes ({', '.join(known) or 'none'})")
+            labels = [known.index(classes[i]) for i in labels]
+            classes = known
+        out[split] = Listing(folder.name, [f.relative_to(root).as_posix() for f in files],
+                             labels, classes)
+    return out
+
+
+def listing_hash(root: str | Path, splits: dict[str, Listing], settings: dict) -> str:
+    """sha256 of every listed file's path, size, modification time and label, and the packing
+    settings: any change to the folder or the settings gives another hash."""
+    root = Path(root)
+    h = hashlib.sha256(json.dumps(settings, sort_keys=True).encode())
+    for split, listing in splits.items():
+        labels = listing.labels or [-1] * len(listing.files)
+        for rel, label in zip(listing.files, labels):
+            try:
+                st = (root / rel).stat()
+            except OSError as exc:
+                raise DataError(f"{root / rel}: cannot read ({exc.strerror or exc})") from None
+            h.update(f"{split}\t{rel}\t{st.st_size}\t{st.st_mtime_ns}\t{label}\n".encode())
+    h.update("\n".join(f"{s}:{','.join(v.classes)}" for s, v in splits.items()).encode())
+    return h.hexdigest()
 
 
 def _decode(path: Path, size: int | None) -> tuple[np.ndarray, bool]:

@@ -17,7 +17,6 @@ import torch
 import torch.nn.functional as F
 
 from selfsup.data.download import download_file, extract_archive, verify_file
-from selfsup.data.folder import read_image_folder
 from selfsup.data.sources import (
     ImageSet,
     locate_data_folder,
@@ -127,7 +126,8 @@ DATASETS: dict[str, DatasetInfo] = {info.name: info for info in (
         archive=FileInfo("stl10_binary.tar.gz", md5="91f7769df0f17e558f3565bffb0c7dfb"),
         folder="stl10_binary", classes=("airplane", "bird", "car", "cat", "deer", "dog",
                                         "horse", "monkey", "ship", "truck")),
-    DatasetInfo("folder", "folder", {}),  # any split: root/<split> if it exists, else root
+    DatasetInfo("folder", "folder", {}),  # packed once into a store: train (+ test/val)
+    DatasetInfo("store", "store", {}),  # a store written by `selfsup pack`
 )}
 
 
@@ -222,37 +222,46 @@ def _resize(data: ImageSet, size: int) -> ImageSet:
 def load_dataset(name: str, root: str | Path | None = None, split: str = "train", *,
                  download: bool = False, cache_dir: str | Path | None = None,
                  size: int | None = None, verify: bool = True,
-                 base_url: str | None = None) -> ImageSet:
+                 base_url: str | None = None, store_dir: str | Path | None = None,
+                 pack_workers: int | None = None, decoder: str = "pil",
+                 progress: bool = True) -> ImageSet:
     """Load one split of a named data set as an :class:`ImageSet`.
 
     Args:
         name: a key of :data:`DATASETS` (``fashion-mnist``, ``mnist``, ``cifar10``,
-            ``cifar100``, ``stl10``, ``folder``, ``fashion-mnist-sample``).
+            ``cifar100``, ``stl10``, ``folder``, ``store``, ``fashion-mnist-sample``).
         root: the folder holding the files (for CIFAR/STL-10 also the folder holding the
             extracted ``cifar-10-batches-py``-style folder); default ``cache_dir/<name>``.
-            Ignored for the packaged sample; required for ``folder``.
+            Ignored for the packaged sample; required for ``folder`` and ``store``.
         split: ``train`` or ``test``; STL-10 also ``unlabeled`` and ``train+unlabeled``; a
-            ``folder`` reads ``root/<split>`` when that exists, else ``root`` (train only).
+            ``folder`` has ``test`` when it holds ``train/`` and ``test/`` (or ``val/``).
         download: fetch missing files from the official URLs (or ``base_url``) into root.
         cache_dir: default parent of root; default :func:`default_cache_dir`.
-        size: output side in pixels (resizes; for ``folder``: resize + centre crop).
+        size: output side in pixels (resizes); for ``folder``: the packed side (shorter side
+            resized, centre crop; None: :func:`selfsup.data.pack.auto_size`).
         verify: checksum official files (results cached in ``<file>.verified``).
         base_url: replaces the official URL prefix, e.g. a local mirror.
+        store_dir, pack_workers, decoder, progress: where and how a ``folder`` is packed.
     """
     if name not in DATASETS:
         raise DataError(f"unknown data set {name!r}; known: {', '.join(sorted(DATASETS))}")
     if size is not None and (not isinstance(size, int) or size < 1):
         raise ConfigError(f"size must be a positive integer, got {size!r}")
     info = DATASETS[name]
-    if info.kind == "folder":
+    if info.kind in ("folder", "store"):
+        from selfsup.data.store import load_folder, open_store, store_split_name
+
         if root is None:
-            raise DataError("folder: no root given; pass root (the data.root setting)")
-        folder = Path(root).expanduser()
-        if (folder / split).is_dir():
-            folder = folder / split
-        elif split != "train" and folder.is_dir():
-            raise DataError(f"{folder}: no sub-folder {split!r} for split {split!r}")
-        return read_image_folder(folder, size, name=f"folder:{folder.name}")
+            raise DataError(f"{name}: no root given; pass root (the data.root setting)")
+        if info.kind == "store":
+            data = open_store(root, store_split_name(split))
+            if size is not None and size != data.size:
+                raise DataError(f"{root}: the store holds {data.size} px images, not {size}; "
+                                "pack it again at that size (training crops from the stored "
+                                "side, so data.size may be smaller)")
+            return data
+        return load_folder(root, split, size=size, cache_dir=store_dir, workers=pack_workers,
+                           decoder=decoder, progress=progress)
     if split not in info.splits:
         raise DataError(f"{name}: unknown split {split!r}; known: {', '.join(info.splits)}")
     if info.packaged:

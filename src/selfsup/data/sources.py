@@ -12,7 +12,6 @@ import gzip
 import pickle
 import struct
 import zlib
-from dataclasses import dataclass, field
 from math import prod
 from pathlib import Path
 from typing import BinaryIO
@@ -21,41 +20,11 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from selfsup.data.image_source import ImageSet
 from selfsup.errors import DataError
 
-
-@dataclass
-class ImageSet:
-    """Images held in memory the way training wants them.
-
-    ``images`` is uint8 (N, C, H, W), contiguous, on the CPU; ``labels`` is int64 (N,) or None
-    for an unlabeled set; ``classes`` names the label values ([] if unknown).
-    """
-
-    images: torch.Tensor
-    labels: torch.Tensor | None
-    classes: list[str] = field(default_factory=list)
-    name: str = ""
-
-    def __post_init__(self) -> None:
-        # Checked once here so a bad reader or hand-made set fails at load, not mid-training.
-        if self.images.dtype != torch.uint8 or self.images.dim() != 4:
-            raise DataError(f"{self.name}: images must be uint8 (N, C, H, W), "
-                            f"got {self.images.dtype} {tuple(self.images.shape)}")
-        self.images = self.images.contiguous()
-        labels = self.labels
-        if labels is not None and (labels.dtype != torch.int64 or labels.shape != (len(self),)):
-            raise DataError(f"{self.name}: labels must be int64 ({len(self)},), "
-                            f"got {labels.dtype} {tuple(labels.shape)}")
-
-    def __len__(self) -> int:
-        return self.images.shape[0]
-
-    def subset(self, index: torch.Tensor) -> ImageSet:
-        """The images (and labels) at ``index``: int64 positions or a boolean mask."""
-        index = torch.as_tensor(index)
-        labels = None if self.labels is None else self.labels[index]
-        return ImageSet(self.images[index], labels, list(self.classes), self.name)
+__all__ = ["ImageSet", "load_cifar_pickle", "locate_data_folder", "read_cifar10", "read_cifar100",
+           "read_idx", "read_idx_pair", "read_stl10"]
 
 
 # ---------------------------------------------------------------- IDX (MNIST, Fashion-MNIST)

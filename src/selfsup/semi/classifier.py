@@ -135,13 +135,15 @@ def evaluate_classifier(net: nn.Module, images: Tensor, labels: Tensor, transfor
 
 
 def write_stage(out: Path, net: Classifier, cfg: Config, info: dict, in_channels: int,
-                summary: dict) -> None:
-    """config.yaml, stage.json, the checkpoint (atomic) and summary.json of a stage run."""
+                summary: dict, spec: dict | None = None) -> None:
+    """config.yaml, stage.json, the checkpoint (atomic) and summary.json of a stage run;
+    ``spec`` is the input the network takes (:func:`selfsup.experiment.input_spec`)."""
     save_config(cfg, out / "config.yaml")
     (out / "stage.json").write_text(json.dumps(info, indent=2))
     state = {k: v.detach().cpu() for k, v in net.state_dict().items()}
+    extra = {"input": spec} if spec is not None else {}
     atomic_save({"model": state, "config": cfg.to_dict(), "in_channels": in_channels,
-                 "stage": info, "selfsup_version": __version__},
+                 "stage": info, "selfsup_version": __version__, **extra},
                 out / "checkpoints" / "last.pt")
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
 

@@ -17,8 +17,15 @@ from pathlib import Path
 
 import torch
 
+from selfsup.data.loader import place_images
 from selfsup.errors import ConfigError
-from selfsup.experiment import eval_augmentation, load_data, make_backbone, resolve_device
+from selfsup.experiment import (
+    eval_augmentation,
+    input_spec,
+    load_data,
+    make_backbone,
+    resolve_device,
+)
 from selfsup.losses import distillation_loss
 from selfsup.models import check_backbone_name
 from selfsup.semi.classifier import (
@@ -88,7 +95,7 @@ def distill(teacher_run: str | Path, *, student: str = "resnet18", student_width
     out = new_stage_dir(Path(out_dir) if out_dir else teacher_run.parent / name)
     logger = MetricsLogger(out)
     t0 = time.perf_counter()
-    fit_classifier(net, train.images.to(dev), labels.to(dev), recipe,
+    fit_classifier(net, place_images(train.images, dev, cfg.data.on_device), labels, recipe,
                    transform=finetune_augmentation(cfg, data), objective=objective,
                    log=logger.log, progress=progress, desc=f"distill into {student}")
     train_s = time.perf_counter() - t0
@@ -108,5 +115,5 @@ def distill(teacher_run: str | Path, *, student: str = "resnet18", student_width
     summary = {"stage": "distill", "epochs": recipe.epochs, "train_s": round(train_s, 2),
                **{f"test_{k}": v for k, v in res.items()},
                **{f"teacher_test_{k}": v for k, v in t_res.items()}}
-    write_stage(out, net.cpu(), student_cfg, stage, data.channels, summary)
+    write_stage(out, net.cpu(), student_cfg, stage, data.channels, summary, input_spec(data))
     return out

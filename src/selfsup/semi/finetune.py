@@ -15,9 +15,10 @@ from pathlib import Path
 
 import torch
 
+from selfsup.data.loader import place_images
 from selfsup.data.subsets import class_balanced_subset, load_subset, save_subset
 from selfsup.errors import ConfigError
-from selfsup.experiment import eval_augmentation, load_data, resolve_device
+from selfsup.experiment import eval_augmentation, input_spec, load_data, resolve_device
 from selfsup.semi.classifier import (
     classifier_from_pretrained,
     evaluate_classifier,
@@ -85,7 +86,8 @@ def finetune(run_dir: str | Path, *, label_fraction: float | None = None,
     net.fc.reset_parameters()  # the classifier's init follows the fine-tuning seed
     logger = MetricsLogger(out)
     t0 = time.perf_counter()
-    fit_classifier(net, train.images[idx].to(dev), train.labels[idx].to(dev), recipe,
+    labelled = place_images(train.read(idx), dev, cfg.data.on_device)  # a few % of the set
+    fit_classifier(net, labelled, train.labels[idx].to(dev), recipe,
                    transform=finetune_augmentation(cfg, data), log=logger.log, progress=progress,
                    desc=f"fine-tune k={head_layer} on {len(idx)} labels")
     train_s = time.perf_counter() - t0
@@ -102,5 +104,6 @@ def finetune(run_dir: str | Path, *, label_fraction: float | None = None,
                        "schedule": "cosine"}}
     summary = {"stage": "finetune", "labelled_images": len(idx), "epochs": recipe.epochs,
                "train_s": round(train_s, 2), **{f"test_{k}": v for k, v in res.items()}}
-    write_stage(out, net.cpu(), cfg, info, int(ckpt.get("in_channels", 3)), summary)
+    write_stage(out, net.cpu(), cfg, info, int(ckpt.get("in_channels", 3)), summary,
+                input_spec(data))
     return out

@@ -21,7 +21,7 @@ from tqdm.auto import tqdm
 
 from selfsup import __version__
 from selfsup.config import Config, base_lr_for, save_config
-from selfsup.data.loader import ResidentLoader
+from selfsup.data.loader import MappedLoader, ResidentLoader, make_loader
 from selfsup.distributed import (
     all_reduce_mean,
     broadcast_object,
@@ -34,6 +34,7 @@ from selfsup.distributed import (
 from selfsup.errors import ConfigError, TrainingError
 from selfsup.experiment import (
     eval_augmentation,
+    input_spec,
     load_data,
     make_backbone,
     resolve_device,
@@ -84,8 +85,8 @@ def build_training(cfg: Config, device: torch.device):
     t = cfg.train
     data = load_data(cfg, need_test=cfg.eval.knn_every >= 0)
     augment, eval_tf = train_augmentation(cfg, data), eval_augmentation(data)
-    loader = ResidentLoader(data.train.images, t.batch_size, seed=t.seed, rank=rank(),
-                            world=world_size(), device=device, resident=cfg.data.on_device)
+    loader = make_loader(data.train, t.batch_size, seed=t.seed, rank=rank(), world=world_size(),
+                         device=device, on_device=cfg.data.on_device)
     model = build_method(cfg, make_backbone(cfg, data.channels)).to(device)
     if t.channels_last:
         model = model.to(memory_format=torch.channels_last)
@@ -94,8 +95,8 @@ def build_training(cfg: Config, device: torch.device):
     return data, augment, eval_tf, loader, model, optimizer
 
 
-def make_views(loader: ResidentLoader, augment, gen: torch.Generator, step: int, seed: int,
-               n_views: int = 2, channels_last: bool = False) -> list[torch.Tensor]:
+def make_views(loader: ResidentLoader | MappedLoader, augment, gen: torch.Generator, step: int,
+               seed: int, n_views: int = 2, channels_last: bool = False) -> list[torch.Tensor]:
     """This rank's batch of ``step``, augmented ``n_views`` times on the device."""
     x = loader.batch(step)  # B/world x C x H x W uint8 on the device
     # augmentation randomness is a pure function of (seed, rank, step): exact resume
@@ -173,7 +174,8 @@ def pretrain(cfg: Config, *, run_dir: str | Path | None = None, resume: bool = F
             return
         state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
                  "step": step, "epoch": step / spe, "config": cfg.to_dict(), "rng": rng_state(),
-                 "in_channels": data.channels, "selfsup_version": __version__}
+                 "in_channels": data.channels, "input": input_spec(data),
+                 "selfsup_version": __version__}
         atomic_save(state, run_dir / "checkpoints" / "last.pt")
         if tag:
             atomic_save(state, run_dir / "checkpoints" / f"{tag}.pt")
@@ -274,6 +276,8 @@ def pretrain(cfg: Config, *, run_dir: str | Path | None = None, resume: bool = F
         if out_of_time:
             break
     bar.close()
+    if isinstance(loader, MappedLoader):
+        loader.close()
 
     final = monitor(step) if cfg.eval.knn_every >= 0 else {}
     if is_main_process():

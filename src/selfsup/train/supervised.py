@@ -60,9 +60,11 @@ def fit_classifier(
     """Train ``model`` in place; returns the mean loss of each epoch.
 
     ``inputs`` and ``labels`` (any per-row targets) live on the model's
-    device. ``transform`` (an augmentation taking a generator) is applied per
-    batch when given. The loss of a batch is ``objective(model, x, y)`` when
-    given (e.g. distillation, which also runs a teacher on ``x``), else
+    device, or on the host (a set too big for the device, a memory-mapped
+    store): then each batch is gathered there and copied over. ``transform``
+    (an augmentation taking a generator) is applied per batch when given. The
+    loss of a batch is ``objective(model, x, y)`` when given (e.g.
+    distillation, which also runs a teacher on ``x``), else
     ``loss_fn(model(x), y)``. ``log`` receives ``{"epoch", "loss", "lr"}``
     after every epoch. A non-finite epoch loss raises (nothing silent).
     """
@@ -82,14 +84,15 @@ def fit_classifier(
     model.train()
     bar = tqdm(range(recipe.epochs), desc=desc, disable=not progress, leave=False)
     for epoch in bar:
-        perm = torch.randperm(n, generator=g).to(device)
+        perm = torch.randperm(n, generator=g)
         running = torch.zeros((), device=device)
         for i in range(steps_per_epoch):
             step = epoch * steps_per_epoch + i
             for group in opt.param_groups:
                 group["lr"] = warmup_cosine(step, total, 0, recipe.lr)
             idx = perm[i * recipe.batch_size : (i + 1) * recipe.batch_size]
-            x, y = inputs[idx], labels[idx]
+            x = inputs[idx.to(inputs.device)].to(device, non_blocking=True)
+            y = labels[idx.to(labels.device)].to(device, non_blocking=True)
             if transform is not None:
                 x = transform(x, aug_gen)
             loss = objective(model, x, y)

@@ -1,0 +1,303 @@
+"""``selfsup pack``: decode an image folder once into a packed, memory-mapped store.
+
+Worker processes decode chunks of files (:func:`selfsup.data.decode.decode`) and write each
+chunk's rows straight into a preallocated uint8 (N, C, S, S) file per split with one
+``pwrite``: memory stays bounded by a chunk per worker whatever N is. Every finished chunk is
+appended to ``progress.jsonl`` after its rows are written, so a killed pack resumes where it
+stopped. Files that fail to decode are listed with their reason in ``skipped.jsonl`` and their
+rows are squeezed out at the end. ``meta.json`` is written last, atomically: a store without it
+is never read as complete (:mod:`selfsup.data.store`).
+
+Layout of a store folder::
+
+    meta.json                  format, settings, listing hash, splits, classes (written last)
+    <split>/images.u8          raw uint8 (N, C, S, S), row-major
+    <split>/labels.npy         int64 (N,), labelled splits only
+    <split>/files.txt          source file of each row, relative to the packed folder
+    <split>/skipped.jsonl      {"file": ..., "reason": ...} per file left out
+"""
+
+from __future__ import annotations
+
+import json
+import multiprocessing as mp
+import os
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from selfsup.data.decode import DECODERS, GRAY_MODES, DecodeError, decode, probe
+from selfsup.data.folder import Listing, list_splits, listing_hash
+from selfsup.errors import ConfigError, DataError
+
+FORMAT, VERSION = "selfsup-store", 1
+_OWN = ("meta.json", "state.json", "progress.jsonl", "train", "test")
+
+
+def available_cpus() -> int:
+    """The CPUs this process may run on (its affinity mask, not the machine's count)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # macOS, Windows
+        return max(1, os.cpu_count() or 1)
+
+
+def _write_json(path: Path, obj: dict) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(obj, indent=1))
+    os.replace(tmp, path)
+
+
+def _probe_chunk(job: tuple[list[str]]) -> list[str]:
+    """``mode WxH`` of each file, or ``!reason`` for a file whose header is unreadable."""
+    out = []
+    for path in job[0]:
+        try:
+            out.append(probe(path))
+        except DecodeError as exc:
+            out.append(f"!{exc}")
+    return out
+
+
+def _pack_chunk(job: tuple) -> tuple:
+    """Decode one chunk and write its rows at ``first`` of ``target``; stats of the good rows."""
+    key, target, first, paths, size, channels, decoder = job
+    block = np.zeros((len(paths), channels, size, size), np.uint8)
+    bad = []
+    for i, path in enumerate(paths):
+        try:
+            block[i] = decode(path, size, channels, decoder).transpose(2, 0, 1)
+        except DecodeError as exc:
+            bad.append([i, str(exc)])
+    good = np.ones(len(paths), bool)
+    good[[i for i, _ in bad]] = False
+    pix = block[good].astype(np.float64) / 255.0  # n x C x S x S
+    sums, sqs = pix.sum((0, 2, 3)).tolist(), np.square(pix).sum((0, 2, 3)).tolist()
+    fd = os.open(target, os.O_WRONLY)
+    try:
+        os.pwrite(fd, block.tobytes(), first * block[0].nbytes)
+    finally:
+        os.close(fd)
+    return key, bad, sums, sqs, int(good.sum()) * size * size
+
+
+def _check_out(out: Path) -> None:
+    """Refuse to write a store over a folder that holds anything else (never delete user files)."""
+    if out.exists() and not out.is_dir():
+        raise DataError(f"{out}: exists and is not a folder")
+    if out.is_dir():
+        foreign = [p.name for p in out.iterdir() if p.name not in _OWN
+                   and not p.name.startswith(".")]
+        if foreign:
+            raise DataError(f"{out}: not empty and not a selfsup store ({foreign[0]}, ...); "
+                            "choose an empty or new folder")
+
+
+class _Progress:
+    """progress.jsonl: the probe, every finished chunk, compaction; a torn last line is ignored."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.records = []
+        if path.is_file():
+            for line in path.read_text().splitlines():
+                try:
+                    self.records.append(json.loads(line))
+                except json.JSONDecodeError:
+                    break  # killed mid-write: everything after is lost anyway
+        self._f = open(path, "a")
+
+    def add(self, record: dict) -> None:
+        self.records.append(record)
+        self._f.write(json.dumps(record) + "\n")
+        self._f.flush()
+
+    def close(self) -> None:
+        self._f.close()
+
+
+def _pool(workers: int):
+    if workers <= 0:
+        return None
+    method = "fork" if "fork" in mp.get_all_start_methods() else "spawn"
+    return mp.get_context(method).Pool(workers)
+
+
+def auto_size(modes: dict[str, list[str]], cap: int = 224) -> int:
+    """The stored side when none is given: the median shorter side of the train images, at
+    most ``cap`` (a folder of 32 px icons stays 32 px; photos become 224 px), at least 8."""
+    sides = sorted(min(int(v) for v in m.split(" ")[1].split("x"))
+                   for m in modes["train"] if m[0] != "!")
+    return max(8, min(cap, sides[len(sides) // 2])) if sides else cap
+
+
+def pack_folder(src: str | Path, out: str | Path, size: int | str, *, workers: int | None = None,
+                channels: int | str = "auto", decoder: str = "pil", chunk: int = 64,
+                progress: bool = True) -> Path:
+    """Pack the image folder ``src`` into the store folder ``out``; returns ``out``.
+
+    Args:
+        src: class sub-folders, flat images, or ``train/`` + ``test/`` (or ``val/``) splits.
+        out: the store folder (new, empty, or a store of the same listing to resume).
+        size: stored side S: shorter side resized to S (antialiased), centre crop; ``auto``:
+            :func:`auto_size` of the images.
+        workers: decoding processes (default: the CPUs available; 0 decodes in this process).
+        channels: 1, 3, or ``auto`` (1 when every image is gray, from the file headers).
+        decoder: ``pil``, or ``simplejpeg`` for JPEGs (``pip install selfsup[fast-jpeg]``).
+        chunk: files per job; a killed pack loses at most one chunk per worker.
+    """
+    src, out = Path(src).expanduser(), Path(out).expanduser()
+    if size != "auto" and (not isinstance(size, int) or isinstance(size, bool) or size < 8):
+        raise ConfigError(f"pack size must be an integer >= 8 (the stored side), got {size!r}")
+    if channels not in (1, 3, "auto"):
+        raise ConfigError(f"pack channels must be 1, 3 or auto, got {channels!r}")
+    if decoder not in DECODERS:
+        raise ConfigError(f"pack decoder must be one of {', '.join(DECODERS)}, got {decoder!r}")
+    if decoder == "simplejpeg":
+        try:
+            import simplejpeg  # noqa: F401
+        except ImportError:
+            raise ConfigError("decoder simplejpeg is not installed: "
+                              "pip install 'selfsup[fast-jpeg]'") from None
+    workers = available_cpus() if workers is None else int(workers)
+    splits = list_splits(src)
+    settings = {"format": FORMAT, "version": VERSION, "size": size, "channels": channels,
+                "decoder": decoder}
+    digest = listing_hash(src, splits, settings)
+    meta_file = out / "meta.json"
+    if meta_file.is_file():
+        meta = json.loads(meta_file.read_text())
+        if meta.get("listing_hash") == digest:
+            return out  # already packed from exactly these files and settings
+    _check_out(out)
+    state = out / "state.json"
+    if not (state.is_file() and json.loads(state.read_text()).get("listing_hash") == digest):
+        for name in _OWN:  # another listing or other settings: start over
+            p = out / name
+            shutil.rmtree(p) if p.is_dir() else p.unlink(missing_ok=True)
+        out.mkdir(parents=True, exist_ok=True)
+        _write_json(state, {"listing_hash": digest, "source": str(src.resolve()),
+                            "settings": settings})
+    log = _Progress(out / "progress.jsonl")
+    pool = _pool(workers)
+    try:
+        modes = _probe(src, splits, log, pool, chunk, progress)
+        c = channels if channels != "auto" else (
+            1 if all(m.split(" ")[0] in GRAY_MODES for ms in modes.values() for m in ms
+                     if m[0] != "!") else 3)
+        size = auto_size(modes) if size == "auto" else size
+        results = {s: _pack_split(src, out, s, splits[s], modes[s], size, c, decoder, log,
+                                  pool, chunk, progress) for s in splits}
+    finally:
+        log.close()
+        if pool is not None:
+            pool.terminate()
+    meta = {"format": FORMAT, "version": VERSION, "listing_hash": digest,
+            "source": str(src.resolve()), "settings": settings, "size": size, "channels": c,
+            "classes": splits["train"].classes, "splits": results,
+            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+    _write_json(meta_file, meta)  # last: its presence means the store is complete
+    state.unlink(missing_ok=True)
+    (out / "progress.jsonl").unlink(missing_ok=True)
+    return out
+
+
+def _probe(src: Path, splits: dict[str, Listing], log: _Progress, pool, chunk: int,
+           progress: bool) -> dict[str, list[str]]:
+    """Every file's mode (or ``!reason``) from its header; recorded once, reused on resume."""
+    done = next((r["probe"] for r in log.records if "probe" in r), None)
+    if done is not None:
+        return done
+    modes = {}
+    for split, listing in splits.items():
+        paths = [str(src / f) for f in listing.files]
+        jobs = [(paths[i:i + chunk],) for i in range(0, len(paths), chunk)]
+        it = pool.imap(_probe_chunk, jobs) if pool is not None else map(_probe_chunk, jobs)
+        found = []
+        with tqdm(total=len(paths), desc=f"reading headers ({split})", unit="img",
+                  disable=not progress, leave=False) as bar:
+            for res in it:
+                found += res
+                bar.update(len(res))
+        modes[split] = found
+    log.add({"probe": modes})
+    return modes
+
+
+def _pack_split(src: Path, out: Path, split: str, listing: Listing, modes: list[str],
+                size: int, channels: int, decoder: str, log: _Progress, pool, chunk: int,
+                progress: bool) -> dict:
+    """Decode one split into ``out/split``; returns its entry of meta.json."""
+    folder = out / split
+    folder.mkdir(exist_ok=True)
+    keep = [i for i, m in enumerate(modes) if m[0] != "!"]
+    skipped = [{"file": listing.files[i], "reason": modes[i][1:]}
+               for i, m in enumerate(modes) if m[0] == "!"]
+    if not keep:
+        raise DataError(f"{src / listing.folder}: none of the {len(modes)} image files can be "
+                        f"read (first: {skipped[0]['file']}: {skipped[0]['reason']})")
+    target = folder / "images.u8"
+    row = channels * size * size
+    if not target.is_file() or target.stat().st_size != len(keep) * row:
+        with open(target, "wb") as f:  # preallocated, sparse until written
+            f.truncate(len(keep) * row)
+    records = [r for r in log.records if r.get("chunk", [None])[0] == split]
+    if any(r.get("compact") == split for r in log.records) and \
+            not any(r.get("compacted") == split for r in log.records):
+        records = []  # killed while squeezing out bad rows: the rows moved, decode them again
+    done = {r["chunk"][1]: r for r in records}
+    paths = [str(src / listing.files[i]) for i in keep]
+    starts = range(0, len(keep), chunk)
+    jobs = [((split, i // chunk), str(target), i, paths[i:i + chunk], size, channels, decoder)
+            for i in starts if i // chunk not in done]
+    with tqdm(total=len(keep), initial=len(keep) - sum(len(j[3]) for j in jobs),
+              desc=f"packing {split} at {size} px", unit="img", disable=not progress,
+              dynamic_ncols=True) as bar:
+        it = pool.imap_unordered(_pack_chunk, jobs) if pool is not None else map(_pack_chunk,
+                                                                                 jobs)
+        for key, bad, sums, sqs, pixels in it:
+            rec = {"chunk": list(key), "bad": bad, "sum": sums, "sumsq": sqs, "pixels": pixels}
+            log.add(rec)
+            done[key[1]] = rec
+            bar.update(len(paths[key[1] * chunk:(key[1] + 1) * chunk]))
+    holes = sorted(c * chunk + i for c, r in done.items() for i, _ in r["bad"])
+    skipped += [{"file": listing.files[keep[c * chunk + i]], "reason": why}
+                for c, r in sorted(done.items()) for i, why in r["bad"]]
+    good = [k for j, k in enumerate(keep) if j not in set(holes)]
+    if not good:
+        raise DataError(f"{src / listing.folder}: none of the {len(modes)} image files decodes "
+                        f"(first: {skipped[0]['file']}: {skipped[0]['reason']})")
+    if holes and not any(r.get("compacted") == split for r in log.records):
+        log.add({"compact": split})
+        _squeeze(target, len(keep), row, holes)
+        log.add({"compacted": split})
+    pixels = sum(r["pixels"] for r in done.values())
+    mean = [s / pixels for s in np.sum([r["sum"] for r in done.values()], 0)]
+    var = [q / pixels - m * m for q, m in zip(np.sum([r["sumsq"] for r in done.values()], 0),
+                                              mean)]
+    (folder / "files.txt").write_text("".join(listing.files[k] + "\n" for k in good))
+    (folder / "skipped.jsonl").write_text("".join(json.dumps(s) + "\n" for s in skipped))
+    if listing.labels is not None:
+        np.save(folder / "labels.npy", np.array([listing.labels[k] for k in good], np.int64))
+    return {"images": len(good), "labelled": listing.labels is not None,
+            "source_folder": listing.folder, "skipped": len(skipped),
+            "mean": [round(m, 6) for m in mean],
+            "std": [round(max(v, 0.0) ** 0.5, 6) for v in var]}
+
+
+def _squeeze(target: Path, n: int, row: int, holes: list[int], block: int = 256) -> None:
+    """Move the good rows of ``target`` down over the holes, in order, and cut the file."""
+    arr = np.memmap(target, np.uint8, "r+", shape=(n, row))
+    hole_set, dst = set(holes), 0
+    good = [i for i in range(n) if i not in hole_set]
+    for lo in range(0, len(good), block):
+        rows = good[lo:lo + block]
+        if rows[0] != dst or rows[-1] != dst + len(rows) - 1:
+            arr[dst:dst + len(rows)] = arr[rows]
+        dst += len(rows)
+    arr.flush()
+    del arr
+    os.truncate(target, dst * row)
