@@ -159,12 +159,77 @@ def test_crop_of_integer_box_at_its_own_size_is_the_sub_image() -> None:
     torch.testing.assert_close(out[1], x[1, :, 0:5, 7:12].flip(-1), atol=1e-12, rtol=0)
 
 
-def test_full_box_resize_equals_bilinear_interpolate() -> None:
+def test_full_box_resize_equals_interpolate_antialiased_or_not() -> None:
     x = _images(2, h=12, w=9)
     box = torch.tensor([[0.0, 0.0, 9.0, 12.0]] * 2, dtype=torch.float64)
-    out = ops.resized_crop(x, box, torch.tensor([False, False]), 5)
+    no = torch.tensor([False, False])
+    out = ops.resized_crop(x, box, no, 5, antialias=False)
     ref = F.interpolate(x, size=(5, 5), mode="bilinear", align_corners=False)
     torch.testing.assert_close(out, ref, atol=1e-12, rtol=0)
+    out = ops.resized_crop(x, box, no, 5)  # scale 2.4 and 1.8: antialiased by default
+    ref = F.interpolate(x, size=(5, 5), mode="bilinear", align_corners=False, antialias=True)
+    torch.testing.assert_close(out, ref, atol=1e-12, rtol=0)
+
+
+@pytest.mark.parametrize("h, w, size", [(16, 16, 8), (24, 12, 4), (30, 30, 10)])
+def test_integer_factor_downscale_equals_antialiased_interpolate(h: int, w: int,
+                                                                 size: int) -> None:
+    # torchvision's resized_crop antialiases tensors (default since 0.17), via this call
+    x = _images(3, h=h, w=w, seed=h)
+    box = torch.tensor([[0.0, 0.0, w, h]] * 3, dtype=torch.float64)
+    flip = torch.tensor([False, True, False])
+    out = ops.resized_crop(x, box, flip, size)
+    ref = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
+    ref[1] = ref[1].flip(-1)
+    torch.testing.assert_close(out, ref, atol=1e-5, rtol=0)
+    # no low-pass: every output pixel would be a 2-pixel blend, aliasing the fine detail
+    plain = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False)
+    assert (out[0] - plain[0]).abs().max() > 0.05
+
+
+def _pil_coefficients(start: float, length: float, in_size: int, out_size: int) -> torch.Tensor:
+    """PIL's precompute_coeffs (Resample.c) for BILINEAR with a box, written out: (S, L)."""
+    scale = length / out_size
+    filterscale = max(scale, 1.0)
+    support = 1.0 * filterscale  # bilinear filter support 1
+    k = torch.zeros(out_size, in_size, dtype=torch.float64)
+    for xx in range(out_size):
+        center = start + (xx + 0.5) * scale
+        xmin = max(int(center - support + 0.5), 0)
+        xmax = min(int(center + support + 0.5), in_size)
+        for x in range(xmin, xmax):
+            t = abs((x - center + 0.5) / filterscale)
+            k[xx, x] = 1.0 - t if t < 1.0 else 0.0
+        k[xx] /= k[xx].sum()
+    return k
+
+
+def test_crops_match_pil_box_resampling_per_sample() -> None:
+    # each sample its own sub-pixel box: shrunk (2.6x, 1.5x), kept, enlarged; some flipped
+    x = _images(4, h=20, w=18, seed=5)
+    box = torch.tensor([[0.4, 1.0, 15.6, 13.0], [3.25, 2.5, 9.0, 7.5],
+                        [5.0, 4.0, 6.0, 6.0], [10.7, 0.3, 3.9, 5.2]], dtype=torch.float64)
+    flip = torch.tensor([True, False, False, True])
+    out = ops.resized_crop(x, box, flip, 6)
+    for i, (x0, y0, bw, bh) in enumerate(box.tolist()):
+        wx = _pil_coefficients(x0, bw, 18, 6)  # 6 x 18
+        wy = _pil_coefficients(y0, bh, 20, 6)  # 6 x 20
+        ref = wy @ x[i] @ wx.T  # C x 6 x 6
+        ref = ref.flip(-1) if flip[i] else ref
+        torch.testing.assert_close(out[i], ref, atol=1e-12, rtol=0)
+
+
+def test_boxes_not_larger_than_the_output_resample_as_without_antialias() -> None:
+    # upscaling (and boxes at the output size) are bilinear either way, only the route differs
+    g = torch.Generator().manual_seed(9)
+    x = _images(6, h=16, w=14, seed=9)
+    wh = 4 + 6 * torch.rand(6, 2, generator=g, dtype=torch.float64)  # N x 2, <= 10 = size
+    xy = torch.rand(6, 2, generator=g, dtype=torch.float64) * (torch.tensor([14.0, 16.0]) - wh)
+    box = torch.cat([xy, wh], dim=1)  # N x 4
+    flip = torch.tensor([True, False] * 3)
+    torch.testing.assert_close(ops.resized_crop(x, box, flip, 10),
+                               ops.resized_crop(x, box, flip, 10, antialias=False),
+                               atol=1e-12, rtol=0)
 
 
 def test_solarize_and_normalize() -> None:

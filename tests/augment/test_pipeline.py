@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import pytest
 import torch
+import torch.nn.functional as F
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from selfsup.augment import Pipeline, params
+from selfsup.augment import Pipeline, ops, params
 from selfsup.errors import ConfigError
 
 FULL = dict(jitter_p=1.0, grayscale_p=0.5, blur_p=1.0, blur_kernel=3, solarize_p=0.5)
@@ -134,6 +135,20 @@ def test_everything_off_is_resize_and_normalise() -> None:
     assert torch.equal(aug(x, _gen()), (x.float() / 255 - 0.5) / 0.5)
 
 
+def test_shrinking_is_antialiased_with_or_without_crop() -> None:
+    x = _uint8(4, h=64, w=48)
+    ref = F.interpolate(x.double() / 255, size=(16, 16), mode="bilinear", align_corners=False,
+                        antialias=True)
+    plain = Pipeline(16, crop=False, flip_p=0, jitter_p=0, grayscale_p=0, dtype=torch.float64)
+    torch.testing.assert_close(plain.apply(x, plain.sample_params(4, 64, 48, _gen()),
+                                           normalize=False), ref, atol=1e-12, rtol=0)
+    flips = Pipeline(16, crop=False, flip_p=0.5, jitter_p=0, grayscale_p=0, dtype=torch.float64)
+    p = {**flips.sample_params(4, 64, 48, _gen()), "flip": torch.tensor([True, False] * 2)}
+    out = flips.apply(x, p, normalize=False)  # through resized_crop with full-image boxes
+    want = torch.where(p["flip"].view(-1, 1, 1, 1), ref.flip(-1), ref)
+    torch.testing.assert_close(out, want, atol=1e-12, rtol=0)
+
+
 def test_params_live_on_the_generator_device_and_to_dict_round_trips() -> None:
     aug = Pipeline(32, dtype="bfloat16", **FULL)
     p = aug.sample_params(4, 40, 30, _gen())
@@ -208,5 +223,23 @@ def test_pipeline_runs_on_cuda_with_a_cuda_generator() -> None:
     torch.cuda.set_sync_debug_mode("error")
     try:
         aug(x, g)
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_antialiased_crops_on_cuda_match_the_cpu_without_a_sync() -> None:
+    aug = Pipeline(32, **FULL)
+    images = _uint8(64, h=48, w=56)  # boxes up to 56 px wide: the antialiased path
+    x = images.float() / 255
+    p = aug.sample_params(64, 48, 56, _gen())
+    cpu = ops.resized_crop(x, p["box"], p["flip"], 32)
+    gpu = ops.resized_crop(x.cuda(), p["box"].cuda(), p["flip"].cuda(), 32)
+    torch.testing.assert_close(gpu.cpu(), cpu, atol=2e-3, rtol=0)  # room for TF32 matmuls
+    images = images.cuda()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        aug(images, _gen(0, "cuda"))
     finally:
         torch.cuda.set_sync_debug_mode("default")

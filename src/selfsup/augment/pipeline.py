@@ -56,8 +56,10 @@ class Pipeline:
     Runs on the images' device; the ``torch.Generator`` passed to
     :meth:`__call__` must live on that device too. The hot path has no host
     synchronisation and no Python loop over samples. ``crop=False`` replaces
-    the random crop by a plain bilinear resize of the whole image to
-    ``size`` x ``size`` (a no-op when the size already matches). Work is done
+    the random crop by a bilinear resize of the whole image to
+    ``size`` x ``size`` (a no-op when the size already matches). Shrinking is
+    antialiased, crop or not, as torchvision's ``resized_crop`` / ``resize``
+    on tensors (default since 0.17; see :func:`ops.resized_crop`). Work is done
     in float32 (float64 if asked) and cast to ``dtype`` at the end: bf16 has 8
     mantissa bits, too few for the HSV round trip.
     """
@@ -186,7 +188,8 @@ class Pipeline:
         if self.crop or self.flip_p > 0:
             x = ops.resized_crop(x, p["box"], p["flip"], self.size)  # N x C x S x S
         elif (height, width) != (self.size, self.size):
-            x = F.interpolate(x, size=(self.size, self.size), mode="bilinear", align_corners=False)
+            x = F.interpolate(x, size=(self.size, self.size), mode="bilinear", align_corners=False,
+                              antialias=True)
         if self.jitter_p > 0:
             x = ops.color_jitter(x, p["brightness"], p["contrast"], p["saturation"], p["hue"],
                                  p["order"], p["jitter"])
