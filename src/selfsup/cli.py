@@ -87,6 +87,24 @@ def _parser() -> argparse.ArgumentParser:
 
     add_commands(sub)
 
+    pk = sub.add_parser("pack", help="decode an image folder once into a memory-mapped store",
+                        allow_abbrev=False, epilog=PACK_EPILOG,
+                        formatter_class=argparse.RawDescriptionHelpFormatter)
+    pk.add_argument("src", metavar="SRC", help="image folder: class sub-folders, flat, or "
+                    "train/ + test/ (or val/)")
+    pk.add_argument("out", metavar="OUT", help="store folder to write (new or empty; an "
+                    "interrupted pack into OUT resumes)")
+    pk.add_argument("--size", type=int, required=True,
+                    help="stored side: shorter side resized to it, centre crop (e.g. 256 to "
+                    "train at 224)")
+    pk.add_argument("--workers", type=int, default=None,
+                    help="decoding processes (default: the CPUs available)")
+    pk.add_argument("--channels", default="auto", choices=["auto", "1", "3"],
+                    help="1 (gray), 3, or auto: 1 when every image is gray")
+    pk.add_argument("--decoder", default="pil", choices=["pil", "simplejpeg"],
+                    help="JPEG decoder (simplejpeg: pip install 'selfsup[fast-jpeg]')")
+    pk.add_argument("--no-progress", action="store_true", help="no progress bar")
+
     sub.add_parser("presets", help="list the YAML presets shipped with selfsup")
     pl = sub.add_parser("plot", help="training, score-curve and histogram PNGs of runs, "
                         "overlaid (into the first RUN's plots/)")
@@ -96,6 +114,13 @@ def _parser() -> argparse.ArgumentParser:
     pl.add_argument("--out", default=None, help="output folder (default FIRST_RUN/plots)")
     return p
 
+
+PACK_EPILOG = """Example:
+  selfsup pack ~/photos data/photos-256 --size 256
+  selfsup pretrain --config simclr-folder --data.dataset store --data.root data/photos-256
+OUT holds meta.json (written last: the store is complete only with it), and per split
+images.u8 (uint8 N x C x S x S), labels.npy, files.txt and skipped.jsonl (files left out,
+with the reason). A folder given as --data.dataset folder is packed like this on first use."""
 
 STAGE_EPILOG = ("Writes a new run folder (default beside the input run) that `selfsup knn`, "
                 "`linear` and `export` take. Extra --section.key value pairs override the "
@@ -172,6 +197,24 @@ def _pretrain(args, extra: list[str]) -> int:
     return 0
 
 
+def _pack(args) -> int:
+    from selfsup.data.pack import pack_folder
+    from selfsup.data.store import read_meta
+
+    channels = args.channels if args.channels == "auto" else int(args.channels)
+    out = pack_folder(args.src, args.out, args.size, workers=args.workers, channels=channels,
+                      decoder=args.decoder, progress=not args.no_progress)
+    meta = read_meta(out)
+    parts = [f"{v['images']} {k}" for k, v in meta["splits"].items()]
+    print(f"packed {' + '.join(parts)} images at {meta['size']} px, {meta['channels']} "
+          f"channel{'s' if meta['channels'] > 1 else ''}, {len(meta['classes'])} classes "
+          f"into {out}")
+    for k, v in meta["splits"].items():
+        if v["skipped"]:
+            print(f"{k}: {v['skipped']} files left out, with reasons: {out / k / 'skipped.jsonl'}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = _parser()
     args, extra = parser.parse_known_args(argv)
@@ -188,12 +231,14 @@ def main(argv: list[str] | None = None) -> int:
             return _pretrain(args, extra)
         if args.command in ("finetune", "distill"):
             return _stage(args, extra)
-        if extra and args.command in ("export", "presets", "plot", "cluster"):
+        if extra and args.command in ("export", "presets", "plot", "pack"):
             parser.error(f"unrecognized arguments: {' '.join(extra)}")
         if args.command in ("cluster", "transfer"):
             from selfsup.cluster.commands import run_command
 
             return run_command(args, extra)
+        if args.command == "pack":
+            return _pack(args)
         if args.command == "knn":
             from selfsup.eval.protocols import describe, evaluate_knn
 

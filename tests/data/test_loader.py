@@ -1,9 +1,13 @@
-"""The resident loader: deterministic order from (seed, epoch), disjoint shards, clear errors."""
+"""The loaders: deterministic order from (seed, epoch), disjoint shards, clear errors; the
+mapped loader's batches equal the resident loader's."""
 
+import json
+
+import numpy as np
 import pytest
 import torch
 
-from selfsup.data.loader import ResidentLoader
+from selfsup.data.loader import MappedLoader, ResidentLoader, make_loader, place_images
 from selfsup.errors import ConfigError
 
 
@@ -41,3 +45,57 @@ def test_not_resident_gives_the_same_batches():
 def test_bad_batch(batch, world, match):
     with pytest.raises(ConfigError, match=match):
         ResidentLoader(_images(), batch, world=world)
+
+
+# ---------------------------------------------------------------- the mapped loader
+
+def _store(tmp_path, n=37):
+    from selfsup.data.image_source import ImageSet
+    from selfsup.data.store import open_store
+
+    rng = np.random.default_rng(0)
+    out = tmp_path / "store"
+    (out / "train").mkdir(parents=True)
+    arr = rng.integers(0, 256, (n, 3, 6, 6), dtype=np.uint8)
+    arr.tofile(out / "train" / "images.u8")
+    (out / "train" / "files.txt").write_text("".join(f"{i}.png\n" for i in range(n)))
+    meta = {"format": "selfsup-store", "version": 1, "size": 6, "channels": 3, "classes": [],
+            "splits": {"train": {"images": n, "labelled": False}}}
+    (out / "meta.json").write_text(json.dumps(meta))
+    return ImageSet(torch.from_numpy(arr.copy()), None), open_store(out)
+
+
+@pytest.mark.parametrize("world", [1, 2])
+@pytest.mark.parametrize("prefetch", [0, 3])
+def test_mapped_loader_batches_equal_resident_ones(tmp_path, world, prefetch):
+    memory, store = _store(tmp_path)
+    assert store.mapped and not memory.mapped
+    for rank in range(world):
+        resident = ResidentLoader(memory.images, 8, seed=5, rank=rank, world=world)
+        mapped = MappedLoader(store, 8, seed=5, rank=rank, world=world, prefetch=prefetch)
+        assert mapped.steps_per_epoch == resident.steps_per_epoch == 4
+        for step in range(4 * 4):  # four epochs, in order as the loop asks
+            assert torch.equal(mapped.batch(step), resident.batch(step)), (rank, step)
+        # out of order (a resume): read on demand, still the same batch
+        assert torch.equal(mapped.batch(5), resident.batch(5))
+        mapped.close()
+
+
+def test_make_loader_choice(tmp_path):
+    memory, store = _store(tmp_path)
+    cpu = torch.device("cpu")
+    kw = dict(seed=0, rank=0, world=1, device=cpu)
+    assert isinstance(make_loader(memory, 8, **kw), ResidentLoader)
+    assert isinstance(make_loader(memory, 8, on_device=False, **kw), MappedLoader)
+    # a memory map stays one on the CPU, whatever is asked: copying it needs the RAM it saves
+    assert isinstance(make_loader(store, 8, **kw), MappedLoader)
+    assert isinstance(make_loader(store, 8, on_device=True, **kw), MappedLoader)
+
+
+def test_place_images_keeps_what_does_not_fit(monkeypatch):
+    from selfsup.data import loader as loader_mod
+
+    x = torch.zeros(4, 1, 2, 2, dtype=torch.uint8)
+    assert place_images(x, torch.device("cpu")) is x
+    monkeypatch.setattr(loader_mod, "fits_on_device", lambda nbytes, device: False)
+    assert place_images(x, torch.device("cpu"), "auto") is x

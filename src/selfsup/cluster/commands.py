@@ -11,7 +11,8 @@ CLUSTER_EPILOG = """Examples:
   selfsup cluster runs/simclr-big --k 100 --data mnist --data-root data/mnist   # label MNIST
   selfsup cluster runs/moco/export --k 50 --data fashion-mnist --layer layer3
 Writes a cluster run folder (pseudo_labels.pt, centroids.pt, cluster.json,
-plots/cluster_sizes.png) that `selfsup transfer` takes."""
+plots/cluster_sizes.png) that `selfsup transfer` takes. Extra --section.key value
+pairs override the teacher run's config (e.g. --data.root DIR for moved data)."""
 
 TRANSFER_EPILOG = """Example:
   selfsup transfer runs/cluster-simclr-big-fashion-mnist-k100-s0 --arch resnet18 --width 0.25
@@ -70,7 +71,7 @@ def run_command(args, extra: list[str]) -> int:
                       data_root=args.data_root, cluster_data=args.cluster_data,
                       cluster_root=args.cluster_root, spherical=args.spherical,
                       iters=args.iters, n_init=args.n_init, seed=args.seed, out_dir=args.out,
-                      device=args.device, progress=not args.no_progress)
+                      device=args.device, progress=not args.no_progress, overrides=extra)
         info = json.loads((Path(out) / "cluster.json").read_text())
         s = info["labelled_stats"]
         print(f"cluster run: {out}")

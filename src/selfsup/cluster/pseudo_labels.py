@@ -23,9 +23,8 @@ from selfsup import __version__
 from selfsup.cluster.kmeans import kmeans_fit, nearest_centroids
 from selfsup.cluster.teacher import layer_features, load_teacher
 from selfsup.config import Config, DataConfig, save_config
-from selfsup.data import load_dataset
 from selfsup.errors import ConfigError, DataError
-from selfsup.experiment import resolve_device
+from selfsup.experiment import load_split, resolve_device
 from selfsup.train.checkpoint import atomic_save
 
 
@@ -61,8 +60,7 @@ def _data_config(teacher_cfg: Config | None, dataset: str | None, root: str | No
 
 
 def _images(cfg: Config):
-    d = cfg.data
-    return load_dataset(d.dataset, d.root, split=d.train_split, download=d.download)
+    return load_split(cfg, cfg.data.train_split)
 
 
 def cluster(teacher_path: str | Path, k: int, *, layer: str | None = None,
@@ -70,14 +68,14 @@ def cluster(teacher_path: str | Path, k: int, *, layer: str | None = None,
             cluster_data: str | None = None, cluster_root: str | None = None,
             spherical: bool = False, iters: int = 50, n_init: int = 1, seed: int = 0,
             out_dir: str | Path | None = None, device: str = "auto",
-            progress: bool = True) -> Path:
+            progress: bool = True, overrides: list[str] | None = None) -> Path:
     """Cluster the teacher's features and pseudo-label a data set; returns the run folder.
 
     The centroids come from the train split of ``cluster_data`` (default: the
     teacher's own data set); the pseudo-labels are for the train split of
     ``data`` (default: the clustered set itself), by nearest centroid.
     """
-    teacher = load_teacher(teacher_path)
+    teacher = load_teacher(teacher_path, overrides)
     label_cfg = _data_config(teacher.cfg, data, data_root)
     # the clustered set: --cluster-data, else the teacher's own, else (an export) the labelled one
     fit_cfg = (label_cfg if teacher.cfg is None and cluster_data is None

@@ -36,16 +36,21 @@ class Teacher:
     cfg: Config | None  # the run's config (None for an export folder)
 
 
-def load_teacher(path: str | Path) -> Teacher:
-    """The backbone of a run folder (``config.yaml`` + checkpoint) or an export folder."""
+def load_teacher(path: str | Path, overrides: list[str] | None = None) -> Teacher:
+    """The backbone of a run folder (``config.yaml`` + checkpoint) or an export folder;
+    ``overrides`` (``--data.root DIR``, ...) apply to a run folder's config."""
     path = Path(path)
     if (path / "config.yaml").is_file():
-        from selfsup.experiment import load_data
+        from selfsup.experiment import input_spec, load_data
 
-        cfg = run_config(path)
+        cfg = run_config(path, overrides)
         backbone, cfg, meta = load_run_backbone(path, cfg)
-        data = load_data(cfg, need_test=False)
-        return Teacher(backbone, str(path), data.size, data.channels, data.mean, data.std, cfg)
+        spec = meta.get("input") or input_spec(load_data(cfg, need_test=False))
+        return Teacher(backbone, str(path), int(spec["size"]), int(spec["channels"]),
+                       tuple(spec["mean"]), tuple(spec["std"]), cfg)
+    if overrides:
+        raise ConfigError(f"{path}: an export folder has no config to override "
+                          f"({' '.join(overrides)})")
     if (path / "config.json").is_file():
         from selfsup.export import load_backbone
 
