@@ -60,6 +60,15 @@ def lr_at(cfg: Config, step: int, total: int, steps_per_epoch: int) -> float:
     return base
 
 
+def check_run_name(name: str | None) -> None:
+    """``run.name`` must be one plain path component: the run stays inside ``run.out_dir``."""
+    if not name:
+        return  # the default name, <method>-<dataset>-<time>
+    if name in (".", "..") or any(c in name for c in "/\\\0"):
+        raise ConfigError(f"run.name {name!r} is not a plain folder name (no '/', '\\', "
+                          f"'.' or '..'); the run folder is always run.out_dir/run.name")
+
+
 def new_run_dir(cfg: Config) -> Path:
     """``out_dir/name``; a name already holding a run gets a suffix (quickstart-2, ...)."""
     name = cfg.run.name or (
@@ -126,6 +135,8 @@ def pretrain(cfg: Config, *, run_dir: str | Path | None = None, resume: bool = F
     t, r = cfg.train, cfg.run
     if t.num_threads:
         torch.set_num_threads(t.num_threads)
+    if run_dir is None:
+        check_run_name(r.name)
     launched = not is_distributed()
     device = init_distributed(resolve_device(t.device))  # no-op outside torchrun
     torch.manual_seed(t.seed)  # same initial weights on every rank
