@@ -70,16 +70,24 @@ def check_run_name(name: str | None) -> None:
 
 
 def new_run_dir(cfg: Config) -> Path:
-    """``out_dir/name``; a name already holding a run gets a suffix (quickstart-2, ...)."""
+    """Create and return ``out_dir/name``; a name already taken gets a suffix (quickstart-2, ...).
+
+    The folder is created with an exclusive ``mkdir``, so two runs started at once with the
+    same name cannot share a folder: the second gets the next suffix.
+    """
     name = cfg.run.name or (
         f"{cfg.method.name}-{cfg.data.dataset}-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
     )
-    base = path = Path(cfg.run.out_dir) / name
-    n = 1
-    while (path / "checkpoints").exists() or (path / "metrics.jsonl").exists():
-        n += 1
-        path = base.with_name(f"{base.name}-{n}")
-    return path
+    out_dir = Path(cfg.run.out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path, n = out_dir / name, 1
+    while True:
+        try:
+            path.mkdir()
+            return path
+        except FileExistsError:
+            n += 1
+            path = out_dir / f"{name}-{n}"
 
 
 def precision_dtype(cfg: Config, device: torch.device) -> torch.dtype | None:
@@ -151,7 +159,9 @@ def pretrain(cfg: Config, *, run_dir: str | Path | None = None, resume: bool = F
     if hasattr(model, "check_dataset_size"):
         model.check_dataset_size(len(data.train))
     # rank 0 names the run folder; the others must use the same one
-    run_dir = Path(broadcast_object(str(run_dir) if run_dir is not None else new_run_dir(cfg)))
+    if run_dir is None and is_main_process():
+        run_dir = new_run_dir(cfg)  # rank 0 creates the run folder; the others take its name
+    run_dir = Path(broadcast_object(None if run_dir is None else str(run_dir)))
     start_step = 0
     if resume:
         ckpt = load_checkpoint(run_dir / "checkpoints" / "last.pt", map_location=device)
@@ -160,7 +170,7 @@ def pretrain(cfg: Config, *, run_dir: str | Path | None = None, resume: bool = F
         set_rng_state(ckpt["rng"])
         start_step = int(ckpt["step"])
     if is_main_process():
-        run_dir.mkdir(parents=True, exist_ok=True)
+        run_dir.mkdir(parents=True, exist_ok=True)  # a run_dir given by the caller
         save_config(cfg, run_dir / "config.yaml")
     logger = MetricsLogger(run_dir, tensorboard=r.tensorboard)
     scores = MetricsLogger(run_dir, filename="scores.jsonl", writer=logger.writer)
