@@ -378,7 +378,8 @@ def validate(cfg: Config) -> None:
     _require(d.size is None or d.size >= 8, f"data.size must be >= 8, got {d.size}")
     _require(d.pack_size is None or d.pack_size >= 8,
              f"data.pack_size must be >= 8, got {d.pack_size}")
-    _require(d.size is None or d.pack_size is None or d.size <= d.pack_size,
+    _require(d.dataset != "folder" or d.size is None or d.pack_size is None
+             or d.size <= d.pack_size,
              f"data.size {d.size} is larger than data.pack_size {d.pack_size}: the stored "
              "images would be upsampled; pack at least at the training side")
     _require(d.on_device in (True, False, "auto"),

@@ -171,3 +171,26 @@ def test_torchrun_resume_from_store_is_bit_identical(tmp_path: Path) -> None:
                          capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stderr[-3000:]
     _same_final_state(tmp_path / "runs" / "straight", tmp_path / "runs" / "killed")
+
+
+def test_folder_preset_trains_on_a_photo_folder(tmp_path: Path, capsys) -> None:
+    src = make_folder(tmp_path / "photos", per_class=8, test_per_class=3)
+    assert main(["pretrain", "--config", "simclr-folder", "--data.root", str(src),
+                 "--data.cache_dir", str(tmp_path / "cache"), "--train.steps", "2",
+                 "--train.batch_size", "8", "--model.width", "0.125", "--eval.knn_every", "0",
+                 "--eval.knn_k", "5", "--run.progress", "false", "--train.num_threads", "1",
+                 "--run.out_dir", str(tmp_path / "runs"), "--run.name", "photos"]) == 0
+    out = capsys.readouterr().out
+    assert "k-NN k=5 T=0.1 on folder (16 train / 6 test), simclr resnet18 imagenet w0.125" in out
+    store = next(p for p in (tmp_path / "cache").iterdir() if p.is_dir())
+    assert read_meta_size(store) == 112  # the preset's pack_size; training crops 96 px
+
+
+def read_meta_size(store: Path) -> int:
+    return json.loads((store / "meta.json").read_text())["size"]
+
+
+def test_training_side_larger_than_the_stored_side_is_refused(capsys) -> None:
+    assert main(["pretrain", "--config", "simclr-folder", "--data.root", "x",
+                 "--data.size", "128"]) == 2
+    assert "data.size 128 is larger than data.pack_size 112" in capsys.readouterr().err
