@@ -194,3 +194,15 @@ def test_store_shares_pages_across_processes(folder: Path, tmp_path: Path) -> No
     data.images[0].fill_(7)
     assert (out / "train" / "images.u8").read_bytes() == before
     assert os.path.getsize(out / "train" / "images.u8") == 12 * 3 * 16 * 16
+
+
+def test_subset_file_lists_resolve_in_a_store(folder: Path, tmp_path: Path) -> None:
+    from selfsup.data.subsets import load_subset
+
+    train = open_store(pack_folder(folder, tmp_path / "s", 16, workers=0, progress=False))
+    names = tmp_path / "names.txt"
+    names.write_text(f"{train.files[7]}\n# a comment\n{train.files[3]}\n")  # relative paths
+    assert load_subset(names, len(train), train.files).tolist() == [3, 7]
+    names.write_text("4.png\n")  # cat/4.png and dog/4.png: a base name must be unique
+    with pytest.raises(ConfigError, match="several images are named '4.png'"):
+        load_subset(names, len(train), train.files)

@@ -157,7 +157,10 @@ def test_torchrun_resume_from_store_is_bit_identical(tmp_path: Path) -> None:
                 "pretrain", *args]
 
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
-    args = [*RESUME, "--data.root", str(store), "--run.out_dir", str(tmp_path / "runs")]
+    # the photo folder itself: the first launch packs it on local rank 0 while rank 1 waits
+    args = [*RESUME, "--data.dataset", "folder", "--data.root", str(tmp_path / "photos"),
+            "--data.pack_size", "16", "--data.cache_dir", str(tmp_path / "cache"),
+            "--run.out_dir", str(tmp_path / "runs")]
     res = subprocess.run(torchrun([*args, "--run.name", "straight"]), env=env,
                          capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stderr[-3000:]
@@ -171,6 +174,10 @@ def test_torchrun_resume_from_store_is_bit_identical(tmp_path: Path) -> None:
                          capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stderr[-3000:]
     _same_final_state(tmp_path / "runs" / "straight", tmp_path / "runs" / "killed")
+    cached = [p for p in (tmp_path / "cache").iterdir() if p.is_dir()]
+    assert len(cached) == 1  # packed once, by one process, reused by the later launches
+    assert (cached[0] / "train" / "images.u8").read_bytes() == \
+        (store / "train" / "images.u8").read_bytes()
 
 
 def test_folder_preset_trains_on_a_photo_folder(tmp_path: Path, capsys) -> None:

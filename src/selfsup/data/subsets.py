@@ -93,11 +93,19 @@ def load_subset(path: str | Path, num_images: int, names: list[str] | None = Non
         if names is None:
             raise ConfigError(f"{path}: lists file names, but this data set has no file names "
                               f"(give indices, or use an image-folder data set)")
-        where = {Path(nm).name: i for i, nm in enumerate(names)}
-        missing = next(((n, s) for n, s in lines if Path(s).name not in where), None)
-        if missing:
-            raise ConfigError(f"{path}:{missing[0]}: {missing[1]!r} is not in the data set")
-        idx = [where[Path(s).name] for _, s in lines]
+        exact = {nm: i for i, nm in enumerate(names)}  # relative paths (a packed folder's)
+        base: dict[str, int] = {}
+        for i, nm in enumerate(names):  # base names, as ImageNet's lists give them
+            base[Path(nm).name] = -1 if Path(nm).name in base else i  # -1: ambiguous
+        idx = []
+        for n, s in lines:
+            i = exact.get(s, base.get(Path(s).name))
+            if i is None:
+                raise ConfigError(f"{path}:{n}: {s!r} is not in the data set")
+            if i < 0:
+                raise ConfigError(f"{path}:{n}: several images are named {Path(s).name!r}; "
+                                  "give the path relative to the image folder")
+            idx.append(i)
     out = torch.tensor(idx, dtype=torch.int64)
     if len(torch.unique(out)) != len(out):
         raise ConfigError(f"{path}: lists an image more than once")
