@@ -183,8 +183,10 @@ def _pretrain(args, extra: list[str]) -> int:
         return 0
     summary = json.loads((Path(run_dir) / "summary.json").read_text())
     print(f"run folder: {run_dir}")
+    loss = summary.get("final_loss")  # None: no step was logged
+    loss_s = "unknown" if loss is None else f"{loss:.4f}"
     print(f"trained {summary['epochs']:.2f} epochs ({summary['steps']} steps) in "
-          f"{summary['train_s']:.0f} s, final loss {summary['final_loss']:.4f}")
+          f"{summary['train_s']:.0f} s, final loss {loss_s}")
     if "final_knn_top1" in summary:
         rec = {"protocol": {"name": "knn", "k": cfg.eval.knn_k,
                             "temperature": cfg.eval.knn_temperature},

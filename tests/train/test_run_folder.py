@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import json
 import multiprocessing as mp
+from pathlib import Path
 
 import pytest
 
 import selfsup.train.pretrain as pretrain_module
 from selfsup.cli import main
 from selfsup.config import load_config
+from selfsup.train.checkpoint import load_checkpoint
+from selfsup.train.logging import read_jsonl
 from selfsup.train.pretrain import new_run_dir
 
 
@@ -59,3 +63,39 @@ def test_a_name_holding_a_run_gets_a_suffix(tmp_path):
     (tmp_path / "q-2" / "metrics.jsonl").write_text("")
     assert new_run_dir(cfg) == tmp_path / "q-3" and (tmp_path / "q-3").is_dir()
     assert new_run_dir(cfg) == tmp_path / "q-4"
+
+
+def _finished_run(tiny_args, capsys):
+    assert main(["pretrain", "--config", "quickstart", *tiny_args, "--eval.knn_every", "0",
+                 "--run.name", "done"]) == 0
+    capsys.readouterr()
+    run = Path(tiny_args[-1]) / "done"
+    return run, json.loads((run / "summary.json").read_text())
+
+
+def test_resume_of_a_finished_run_says_so_and_keeps_its_summary(tiny_args, capsys):
+    run, summary = _finished_run(tiny_args, capsys)
+    text = (run / "summary.json").read_text()
+    n_records = len(read_jsonl(run / "metrics.jsonl"))
+    assert summary["final_loss"] is not None
+    assert main(["pretrain", "--resume", str(run)]) == 0
+    out = capsys.readouterr().out
+    assert "complete" in out and f"final loss {summary['final_loss']:.4f}" in out
+    assert (run / "summary.json").read_text() == text
+    assert len(read_jsonl(run / "metrics.jsonl")) == n_records
+
+
+def test_resume_after_the_final_checkpoint_finishes_knn_summary_and_plots(tiny_args, capsys):
+    run, summary = _finished_run(tiny_args, capsys)  # as if killed during the final k-NN
+    (run / "summary.json").unlink()
+    for png in (run / "plots").glob("*.png"):
+        png.unlink()
+    assert main(["pretrain", "--resume", str(run)]) == 0
+    assert f"final loss {summary['final_loss']:.4f}" in capsys.readouterr().out
+    again = json.loads((run / "summary.json").read_text())
+    for key in ("steps", "epochs", "final_loss", "final_knn_top1", "final_knn_top5",
+                "collapse_step", "train_images"):
+        assert again[key] == summary[key], key
+    trained_s = load_checkpoint(run / "checkpoints" / "last.pt")["train_s"]
+    assert 0 < trained_s <= again["train_s"] + 0.01  # the run's training time, not this session's
+    assert (run / "plots" / "training.png").is_file()

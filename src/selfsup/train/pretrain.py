@@ -42,8 +42,14 @@ from selfsup.experiment import (
 )
 from selfsup.methods import build_method
 from selfsup.methods.score_stats import collapsed
-from selfsup.train.checkpoint import atomic_save, load_checkpoint, rng_state, set_rng_state
-from selfsup.train.logging import MetricsLogger
+from selfsup.train.checkpoint import (
+    atomic_save,
+    atomic_write_text,
+    load_checkpoint,
+    rng_state,
+    set_rng_state,
+)
+from selfsup.train.logging import MetricsLogger, read_jsonl
 from selfsup.train.monitor import knn_monitor
 from selfsup.train.optim import build_optimizer
 from selfsup.train.schedule import step_decay, warmup_cosine
@@ -162,13 +168,17 @@ def pretrain(cfg: Config, *, run_dir: str | Path | None = None, resume: bool = F
     if run_dir is None and is_main_process():
         run_dir = new_run_dir(cfg)  # rank 0 creates the run folder; the others take its name
     run_dir = Path(broadcast_object(None if run_dir is None else str(run_dir)))
-    start_step = 0
+    start_step, last, collapsed_at, train_s_before = 0, {}, None, 0.0
     if resume:
         ckpt = load_checkpoint(run_dir / "checkpoints" / "last.pt", map_location=device)
         model.load_state_dict(ckpt["model"])
         optimizer.load_state_dict(ckpt["optimizer"])
         set_rng_state(ckpt["rng"])
         start_step = int(ckpt["step"])
+        # the metrics of the last sync: a resumed run that is already at its end keeps its
+        # final loss (checkpoints of older versions lack them: metrics.jsonl has them)
+        last = ckpt.get("metrics") or _logged_metrics(run_dir, start_step)
+        collapsed_at, train_s_before = ckpt.get("collapse_step"), ckpt.get("train_s", 0.0)
     if is_main_process():
         run_dir.mkdir(parents=True, exist_ok=True)  # a run_dir given by the caller
         save_config(cfg, run_dir / "config.yaml")
@@ -177,6 +187,10 @@ def pretrain(cfg: Config, *, run_dir: str | Path | None = None, resume: bool = F
 
     spe = loader.steps_per_epoch
     total = t.steps if t.steps is not None else t.epochs * spe
+    # resuming a run that has written its summary at its last step: nothing left to do
+    complete = bool(broadcast_object(
+        resume and start_step >= total and is_main_process()
+        and _summary_steps(run_dir) == start_step))
     step_fn = model
     if is_distributed():
         if t.sync_bn:
@@ -196,6 +210,8 @@ def pretrain(cfg: Config, *, run_dir: str | Path | None = None, resume: bool = F
         state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
                  "step": step, "epoch": step / spe, "config": cfg.to_dict(), "rng": rng_state(),
                  "in_channels": data.channels, "input": input_spec(data),
+                 "metrics": last, "collapse_step": collapsed_at,
+                 "train_s": train_s_before + time.perf_counter() - t_start,
                  "selfsup_version": __version__}
         atomic_save(state, run_dir / "checkpoints" / "last.pt")
         if tag:
@@ -216,7 +232,7 @@ def pretrain(cfg: Config, *, run_dir: str | Path | None = None, resume: bool = F
                mininterval=0.1 if sys.stderr.isatty() else 10.0)  # keep CI logs short
     sums: dict[str, torch.Tensor] = {}
     count, t_log, t_start = 0, time.perf_counter(), time.perf_counter()
-    step, last, collapsed_at = start_step, {}, None
+    step = start_step
     model.train()
     if hasattr(model, "generator"):
         model.generator = gen  # FT draws continue the step's seeded stream: exact resume
@@ -300,22 +316,40 @@ def pretrain(cfg: Config, *, run_dir: str | Path | None = None, resume: bool = F
     if isinstance(loader, MappedLoader):
         loader.close()
 
-    final = monitor(step) if cfg.eval.knn_every >= 0 else {}
-    if is_main_process():
+    final = monitor(step) if cfg.eval.knn_every >= 0 and not complete else {}
+    if is_main_process() and complete:
+        print(f"{run_dir} is complete ({step} of {total} steps); nothing left to do")
+    elif is_main_process():
         summary = {"train_images": len(data.train),
                    "test_images": len(data.test) if data.test is not None else 0,
                    "steps": step, "epochs": round(step / spe, 4),
                    "images_seen": step * t.batch_size,
-                   "train_s": round(time.perf_counter() - t_start, 2),
+                   "train_s": round(train_s_before + time.perf_counter() - t_start, 2),
                    "final_loss": last.get("loss"), "collapse_step": collapsed_at,
                    **{f"final_{k}": v for k, v in final.items()}}
-        (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+        atomic_write_text(run_dir / "summary.json", json.dumps(summary, indent=2))
         _plot(run_dir)
     logger.close()
     scores.close()
     if is_distributed() and launched:
         torch.distributed.destroy_process_group()
     return run_dir
+
+
+def _logged_metrics(run_dir: Path, step: int) -> dict:
+    """The method's metrics in the last training record of ``metrics.jsonl`` up to ``step``."""
+    rows = [r for r in read_jsonl(run_dir / "metrics.jsonl")
+            if "loss" in r and r.get("step", 0) <= step]
+    skip = ("time", "step", "epoch", "lr", "images_per_s")
+    return {k: v for k, v in rows[-1].items() if k not in skip} if rows else {}
+
+
+def _summary_steps(run_dir: Path) -> int | None:
+    """The steps of the run's ``summary.json``; None without a readable one."""
+    try:
+        return int(json.loads((run_dir / "summary.json").read_text())["steps"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
 
 
 def _plot(run_dir: Path) -> None:
