@@ -16,9 +16,15 @@ from selfsup.train.logging import read_jsonl
 
 def _records(run: Path) -> tuple[list[dict], list[dict], list[dict]]:
     records = read_jsonl(run / "metrics.jsonl")
-    train = [r for r in records if "loss" in r]
-    knn = [r for r in records if "knn_top1" in r]
-    return train, knn, read_jsonl(run / "scores.jsonl")
+    train = _last_per_step([r for r in records if "loss" in r])
+    knn = _last_per_step([r for r in records if "knn_top1" in r])
+    return train, knn, _last_per_step(read_jsonl(run / "scores.jsonl"))
+
+
+def _last_per_step(records: list[dict]) -> list[dict]:
+    """The last record of each step, by step: a step logged again after a resume counts once."""
+    by_step = {r["step"]: r for r in records if "step" in r}
+    return [by_step[s] for s in sorted(by_step)]
 
 
 def _nearest(records: list[dict], epoch: float) -> dict | None:

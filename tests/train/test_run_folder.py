@@ -9,11 +9,12 @@ from pathlib import Path
 import pytest
 
 import selfsup.train.pretrain as pretrain_module
+from selfsup import plots
 from selfsup.cli import main
 from selfsup.config import load_config
 from selfsup.train.checkpoint import load_checkpoint
 from selfsup.train.logging import read_jsonl
-from selfsup.train.pretrain import new_run_dir
+from selfsup.train.pretrain import new_run_dir, pretrain
 
 
 @pytest.mark.parametrize("name", ["../../x", "/abs/x", ".", "..", "a/b", "a\\b", "..\\x"])
@@ -99,3 +100,75 @@ def test_resume_after_the_final_checkpoint_finishes_knn_summary_and_plots(tiny_a
     trained_s = load_checkpoint(run / "checkpoints" / "last.pt")["train_s"]
     assert 0 < trained_s <= again["train_s"] + 0.01  # the run's training time, not this session's
     assert (run / "plots" / "training.png").is_file()
+    knn_steps = [r["step"] for r in read_jsonl(run / "metrics.jsonl") if "knn_top1" in r]
+    assert knn_steps == [summary["steps"]]  # the final k-NN logged once
+
+
+def test_resume_removes_stale_temporaries_of_the_checkpoint_writer(tiny_args, capsys):
+    run, _ = _finished_run(tiny_args, capsys)
+    ckpts = run / "checkpoints"
+    stale = [ckpts / ".last.pt.k2x_9abq.tmp", ckpts / ".epoch_0002.pt.0abcdefg.tmp"]
+    others = [ckpts / "notes.tmp", ckpts / ".last.pt.tmp", ckpts / "mine.pt.abcdefgh.tmp"]
+    for f in stale + others:
+        f.write_bytes(b"half a checkpoint")
+    assert main(["pretrain", "--resume", str(run)]) == 0
+    assert not any(f.exists() for f in stale)
+    assert all(f.exists() for f in others)
+
+
+def test_epoch_checkpoint_is_written_before_last(tiny_args, monkeypatch):
+    written = []
+    real = pretrain_module.atomic_save
+
+    def recording_save(obj, path):
+        written.append((obj["step"], Path(path).name))
+        real(obj, path)
+
+    monkeypatch.setattr(pretrain_module, "atomic_save", recording_save)
+    pretrain(load_config("quickstart", [*tiny_args, "--run.checkpoint_every", "1"]))
+    # killed between the two writes, a run keeps its epoch file
+    assert written == [(4, "epoch_0001.pt"), (4, "last.pt"), (8, "epoch_0002.pt"), (8, "last.pt")]
+
+
+class _Killed(Exception):
+    pass
+
+
+def test_resume_from_a_mid_epoch_checkpoint_logs_each_step_once(tiny_args, monkeypatch):
+    cfg = load_config("quickstart", [*tiny_args, "--run.checkpoint_steps", "3",
+                                     "--run.name", "killed"])
+    real, calls = pretrain_module.optimisation_step, []
+
+    def killed_in_step_8(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 8:
+            raise _Killed
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(pretrain_module, "optimisation_step", killed_in_step_8)
+    with pytest.raises(_Killed):
+        pretrain(cfg)
+    run = Path(cfg.run.out_dir) / "killed"
+    assert load_checkpoint(run / "checkpoints" / "last.pt")["step"] == 6
+    assert [r["step"] for r in read_jsonl(run / "metrics.jsonl") if "loss" in r] == [*range(1, 8)]
+    monkeypatch.setattr(pretrain_module, "optimisation_step", real)
+
+    pretrain(cfg, run_dir=run, resume=True)
+    records = read_jsonl(run / "metrics.jsonl")
+    assert [r["step"] for r in records if "loss" in r] == [*range(1, 9)]
+    assert [r.get("event") for r in records].count("start") == 1
+    scores = read_jsonl(run / "scores.jsonl")
+    assert scores and [r["step"] for r in scores] == [*range(1, 9)]
+
+
+def test_plots_keep_the_last_record_of_each_step(tmp_path):
+    lines = [{"event": "start", "step": 0},
+             *({"step": s, "epoch": s / 4, "loss": 5.0 - s, "lr": 0.1} for s in (1, 2, 3)),
+             *({"step": s, "epoch": s / 4, "loss": 1.0 - s, "lr": 0.2} for s in (2, 3, 4)),
+             {"step": 4, "epoch": 1.0, "knn_top1": 0.2, "knn_top5": 0.5},
+             {"step": 4, "epoch": 1.0, "knn_top1": 0.3, "knn_top5": 0.6}]
+    (tmp_path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in lines))
+    train, knn, _ = plots._records(tmp_path)
+    assert [(r["step"], r["loss"]) for r in train] == [(1, 4.0), (2, -1.0), (3, -2.0), (4, -3.0)]
+    assert [(r["step"], r["knn_top1"]) for r in knn] == [(4, 0.3)]
+    assert plots.plot_run(tmp_path) == tmp_path / "plots" / "training.png"

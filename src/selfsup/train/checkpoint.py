@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import random
+import re
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,9 @@ import numpy as np
 import torch
 
 from selfsup.errors import DataError
+
+# the temporaries of atomic_save / atomic_write_text: mkstemp's ".<name>.<8 chars>.tmp"
+_TEMPORARY = re.compile(r"\..+\.[a-z0-9_]{8}\.tmp")
 
 
 def atomic_save(obj: Any, path: str | Path) -> None:
@@ -54,6 +58,20 @@ def atomic_write_text(path: str | Path, text: str) -> None:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+
+
+def remove_stale_temporaries(folder: str | Path) -> list[Path]:
+    """Delete the temporaries that writers killed mid-write left in ``folder``; return them.
+
+    Only names of this module's own temporaries are touched. Call it before the run writes.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    stale = [f for f in folder.iterdir() if _TEMPORARY.fullmatch(f.name) and f.is_file()]
+    for f in stale:
+        f.unlink(missing_ok=True)
+    return stale
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict:

@@ -6,16 +6,18 @@ import json
 import math
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from selfsup.distributed import is_main_process
+from selfsup.train.checkpoint import atomic_write_text
 
 
 class MetricsLogger:
     """Appends one JSON object per record to ``metrics.jsonl`` (and TensorBoard scalars).
 
-    Appending keeps earlier records when a run is resumed; records carry the
-    step, so a reader can drop anything logged after the resumed step.
+    Appending keeps earlier records when a run is resumed; the resumed run first
+    drops the records logged after its checkpoint (:func:`keep_records`), so each
+    step is logged once.
     """
 
     def __init__(self, run_dir: str | Path, tensorboard: bool = False,
@@ -70,6 +72,20 @@ class MetricsLogger:
 
 def _jsonable(x: Any) -> Any:
     return float(x) if hasattr(x, "__float__") else str(x)
+
+
+def keep_records(path: str | Path, keep: Callable[[dict], bool]) -> int:
+    """Rewrite a JSONL file atomically with only the records ``keep`` accepts; return how many
+    records went. A torn line is dropped too (the next append would otherwise continue it)."""
+    p = Path(path)
+    if not p.exists():
+        return 0
+    lines = p.read_text().splitlines()
+    records = read_jsonl(p)
+    kept = [r for r in records if keep(r)]
+    if len(kept) < len(lines):
+        atomic_write_text(p, "".join(json.dumps(r) + "\n" for r in kept))
+    return len(records) - len(kept)
 
 
 def read_jsonl(path: str | Path) -> list[dict]:

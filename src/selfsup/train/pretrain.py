@@ -46,10 +46,11 @@ from selfsup.train.checkpoint import (
     atomic_save,
     atomic_write_text,
     load_checkpoint,
+    remove_stale_temporaries,
     rng_state,
     set_rng_state,
 )
-from selfsup.train.logging import MetricsLogger, read_jsonl
+from selfsup.train.logging import MetricsLogger, keep_records, read_jsonl
 from selfsup.train.monitor import knn_monitor
 from selfsup.train.optim import build_optimizer
 from selfsup.train.schedule import step_decay, warmup_cosine
@@ -181,6 +182,8 @@ def pretrain(cfg: Config, *, run_dir: str | Path | None = None, resume: bool = F
         collapsed_at, train_s_before = ckpt.get("collapse_step"), ckpt.get("train_s", 0.0)
     if is_main_process():
         run_dir.mkdir(parents=True, exist_ok=True)  # a run_dir given by the caller
+        for folder in (run_dir, run_dir / "checkpoints"):  # left by a run killed mid-write
+            remove_stale_temporaries(folder)
         save_config(cfg, run_dir / "config.yaml")
     logger = MetricsLogger(run_dir, tensorboard=r.tensorboard)
     scores = MetricsLogger(run_dir, filename="scores.jsonl", writer=logger.writer)
@@ -191,6 +194,16 @@ def pretrain(cfg: Config, *, run_dir: str | Path | None = None, resume: bool = F
     complete = bool(broadcast_object(
         resume and start_step >= total and is_main_process()
         and _summary_steps(run_dir) == start_step))
+    if is_main_process() and resume and not complete:
+        # the steps after the checkpoint are trained again: drop what was logged of them, and
+        # the final k-NN of a run killed after its last checkpoint, which is done again too
+        def keep(rec: dict) -> bool:
+            s = rec.get("step", 0)
+            return s < start_step or (s == start_step and not (
+                start_step >= total and "knn_top1" in rec))
+
+        keep_records(logger.path, keep)
+        keep_records(scores.path, keep)
     step_fn = model
     if is_distributed():
         if t.sync_bn:
@@ -213,9 +226,9 @@ def pretrain(cfg: Config, *, run_dir: str | Path | None = None, resume: bool = F
                  "metrics": last, "collapse_step": collapsed_at,
                  "train_s": train_s_before + time.perf_counter() - t_start,
                  "selfsup_version": __version__}
-        atomic_save(state, run_dir / "checkpoints" / "last.pt")
-        if tag:
+        if tag:  # first: a run killed between the two writes still has its epoch file
             atomic_save(state, run_dir / "checkpoints" / f"{tag}.pt")
+        atomic_save(state, run_dir / "checkpoints" / "last.pt")
 
     def monitor(step: int) -> dict:
         if data.test is None or data.memory is None or data.memory.labels is None:
