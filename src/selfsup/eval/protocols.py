@@ -19,13 +19,18 @@ from selfsup.experiment import eval_augmentation, load_data, load_run_backbone, 
 from selfsup.train.supervised import SupervisedRecipe
 
 
-def _features(run_dir, overrides, checkpoint, device, progress):
+def _load(run_dir, overrides, checkpoint, device):
+    """The run's backbone on the evaluation device, its config, checkpoint metadata and data."""
     backbone, cfg, meta = load_run_backbone(run_dir, _cfg(run_dir, overrides), checkpoint)
     data = load_data(cfg)
     if data.test is None or data.memory.labels is None or data.test.labels is None:
         raise DataError(f"{cfg.data.dataset}: evaluation needs labelled train and test splits")
     dev = resolve_device(device or cfg.train.device)
-    backbone.to(dev)
+    return backbone.to(dev), cfg, meta, data, dev
+
+
+def _extract(backbone, cfg, data, dev, progress):
+    """Frozen features of the train (memory) and test splits, and the number of classes."""
     tf = eval_augmentation(data)
     gen = torch.Generator(device=dev)
 
@@ -36,7 +41,7 @@ def _features(run_dir, overrides, checkpoint, device, progress):
                               device=dev, progress=progress, desc=f"features {name}")
              for name, s in (("train", data.memory), ("test", data.test))]
     n_classes = int(max(data.memory.labels.max(), data.test.labels.max())) + 1
-    return backbone, cfg, meta, data, feats, n_classes
+    return feats, n_classes
 
 
 def _cfg(run_dir, overrides):
@@ -62,7 +67,8 @@ def evaluate_knn(run_dir: str | Path, *, k: int = 200, temperature: float = 0.1,
                  overrides: list[str] | None = None, checkpoint: str = "last.pt",
                  device: str | None = None, progress: bool = True) -> dict:
     """``knn-200``: weighted k-NN on frozen h, train split as memory, test split as queries."""
-    _, cfg, meta, data, (tr, te), nc = _features(run_dir, overrides, checkpoint, device, progress)
+    backbone, cfg, meta, data, dev = _load(run_dir, overrides, checkpoint, device)
+    (tr, te), nc = _extract(backbone, cfg, data, dev, progress)
     acc = knn_accuracy(tr, data.memory.labels, te, data.test.labels, nc, k=k,
                        temperature=temperature)
     protocol = {"name": f"knn-{k}", "k": k, "temperature": temperature,
@@ -75,13 +81,16 @@ def evaluate_linear(run_dir: str | Path, recipe: SupervisedRecipe | None = None,
                     overrides: list[str] | None = None, checkpoint: str = "last.pt",
                     device: str | None = None, progress: bool = True) -> dict:
     """``linear-feat``: a linear classifier on frozen, standardised train features."""
-    backbone, cfg, meta, data, (tr, te), nc = _features(run_dir, overrides, checkpoint, device,
-                                                        progress)
+    backbone, cfg, meta, data, dev = _load(run_dir, overrides, checkpoint, device)
+    # snapshot before the features are extracted: the check covers extraction and probe
     before = {k: v.clone() for k, v in backbone.state_dict().items()}
+    (tr, te), nc = _extract(backbone, cfg, data, dev, progress)
     res = linear_probe(tr, data.memory.labels, te, data.test.labels, nc, recipe, progress=progress)
     after = backbone.state_dict()
-    if not all(torch.equal(before[k], after[k]) for k in before):
-        raise RuntimeError("the backbone changed during the linear probe")
+    changed = [k for k in before if not torch.equal(before[k], after[k])]
+    if changed:
+        raise RuntimeError(f"the backbone changed during feature extraction or the linear probe "
+                           f"({len(changed)} tensors, first {changed[0]!r}): it must stay frozen")
     res["backbone_unchanged"] = True
     protocol = {"name": "linear-feat", **res.pop("recipe"),
                 "features": "backbone h of the un-augmented train split, computed once"}
