@@ -112,6 +112,7 @@ class TrainConfig:
     sync_bn: bool = False  # SyncBatchNorm across ranks under torchrun (CUDA)
     max_time_s: float | None = None  # wall-clock budget; stops cleanly with a checkpoint
     num_threads: int | None = None  # CPU threads (torch.set_num_threads)
+    timeout_s: float = 1800.0  # a rank waits this long for the others, then the run stops
 
 
 @dataclass
@@ -132,6 +133,9 @@ class RunConfig:
     score_bins: int = 40  # histogram bins of positive/negative cosine scores over [-1, 1]
     tensorboard: bool = False
     progress: bool = True
+    # continue the named run: auto (after a torchrun elastic restart) | true (also when
+    # launched again by hand, if it has a checkpoint) | false (always a new folder)
+    resume: bool | str = "auto"
 
 
 @dataclass
@@ -394,6 +398,9 @@ def validate(cfg: Config) -> None:
     _require(cfg.eval.knn_temperature > 0,
              f"eval.knn_temperature must be > 0, got {cfg.eval.knn_temperature}")
     _require(cfg.run.log_every >= 1, f"run.log_every must be >= 1, got {cfg.run.log_every}")
+    _require(cfg.run.resume in (True, False, "auto"),
+             f"run.resume must be auto, true or false, got {cfg.run.resume!r}")
+    _require(t.timeout_s > 0, f"train.timeout_s must be > 0, got {t.timeout_s}")
 
 
 def base_lr_for(cfg: Config) -> float:

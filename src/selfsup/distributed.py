@@ -8,6 +8,7 @@ runs under ``torchrun`` and in a notebook.
 from __future__ import annotations
 
 import os
+from datetime import timedelta
 
 import torch
 import torch.distributed as dist
@@ -73,21 +74,30 @@ def gather(x: Tensor) -> Tensor:
     return torch.cat(out, dim=0)
 
 
-def init_distributed(device: torch.device) -> torch.device:
+def init_distributed(device: torch.device, timeout_s: float = 1800.0) -> torch.device:
     """Join the process group that ``torchrun`` describes in the environment.
 
     Returns this rank's device: ``cuda:LOCAL_RANK`` on CUDA (NCCL), the CPU
     otherwise (gloo). Without torchrun's variables it does nothing, so a
-    single process needs no process group.
+    single process needs no process group. A collective that waits longer
+    than ``timeout_s`` for a peer fails instead of hanging forever.
     """
     if not launched_by_torchrun() or is_distributed():
         return device
+    timeout = timedelta(seconds=timeout_s)
+    # torchrun's store outlives an elastic restart, and the restarted group would read the
+    # failed group's addresses from it (measured: gloo "Connection refused" on every restart,
+    # torch 2.13): each attempt gets keys of its own
+    store, rank_, world = next(dist.rendezvous("env://", timeout=timeout))
+    attempt = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")
+    kwargs = dict(store=dist.PrefixStore(f"selfsup/attempt{attempt}/", store), rank=rank_,
+                  world_size=world, timeout=timeout)
     if device.type == "cuda":
         device = torch.device("cuda", int(os.environ["LOCAL_RANK"]))
         torch.cuda.set_device(device)
-        dist.init_process_group("nccl", device_id=device)
+        dist.init_process_group("nccl", device_id=device, **kwargs)
     else:
-        dist.init_process_group("gloo")
+        dist.init_process_group("gloo", **kwargs)
     return device
 
 

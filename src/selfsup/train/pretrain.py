@@ -50,9 +50,17 @@ from selfsup.train.checkpoint import (
     rng_state,
     set_rng_state,
 )
+from selfsup.train.faults import inject_fault
 from selfsup.train.logging import MetricsLogger, keep_records, read_jsonl
 from selfsup.train.monitor import knn_monitor
 from selfsup.train.optim import build_optimizer
+from selfsup.train.resume import (
+    auto_resume_dir,
+    check_resume_changes,
+    config_changes,
+    elastic_restart,
+    record_resume,
+)
 from selfsup.train.schedule import step_decay, warmup_cosine
 
 
@@ -150,10 +158,19 @@ def pretrain(cfg: Config, *, run_dir: str | Path | None = None, resume: bool = F
     t, r = cfg.train, cfg.run
     if t.num_threads:
         torch.set_num_threads(t.num_threads)
+    how, anew = "--resume", False
     if run_dir is None:
         check_run_name(r.name)
+        run_dir = auto_resume_dir(cfg)  # the named run, after an elastic restart
+        if run_dir is not None:
+            resume = (run_dir / "checkpoints" / "last.pt").is_file()
+            anew = not resume  # restarted before its first checkpoint: start over in place
+            how = "elastic restart" if elastic_restart() else "run.resume"
+    changes = config_changes(Path(run_dir), cfg) if resume else {}
+    check_resume_changes(changes)  # before any data is read
     launched = not is_distributed()
-    device = init_distributed(resolve_device(t.device))  # no-op outside torchrun
+    # no-op outside torchrun
+    device = init_distributed(resolve_device(t.device), t.timeout_s)
     torch.manual_seed(t.seed)  # same initial weights on every rank
     if t.sync_bn and device.type != "cuda":
         raise ConfigError("train.sync_bn needs CUDA (torch's SyncBatchNorm has no CPU kernel)")
@@ -180,6 +197,8 @@ def pretrain(cfg: Config, *, run_dir: str | Path | None = None, resume: bool = F
         # final loss (checkpoints of older versions lack them: metrics.jsonl has them)
         last = ckpt.get("metrics") or _logged_metrics(run_dir, start_step)
         collapsed_at, train_s_before = ckpt.get("collapse_step"), ckpt.get("train_s", 0.0)
+        if is_main_process():
+            record_resume(run_dir, start_step, changes, how)
     if is_main_process():
         run_dir.mkdir(parents=True, exist_ok=True)  # a run_dir given by the caller
         for folder in (run_dir, run_dir / "checkpoints"):  # left by a run killed mid-write
@@ -204,12 +223,13 @@ def pretrain(cfg: Config, *, run_dir: str | Path | None = None, resume: bool = F
 
         keep_records(logger.path, keep)
         keep_records(scores.path, keep)
+    elif is_main_process() and anew:
+        keep_records(logger.path, lambda rec: False)
+        keep_records(scores.path, lambda rec: False)
     step_fn = model
     if is_distributed():
-        if t.sync_bn:
+        if t.sync_bn:  # keeps the Parameter objects: the optimiser (and resumed state) stays
             model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
-            optimizer = build_optimizer(cfg.optim.optimizer, model, base_lr_for(cfg),
-                                        cfg.optim.weight_decay, cfg.optim.momentum)
         step_fn = torch.nn.parallel.DistributedDataParallel(
             model, device_ids=[device] if device.type == "cuda" else None)
     if t.compile:
@@ -271,6 +291,7 @@ def pretrain(cfg: Config, *, run_dir: str | Path | None = None, resume: bool = F
         # a single process stops on the step its budget runs out; ranks agree at sync points
         sync = step % r.log_every == 0 or end_of_epoch or step == total or mid_save
         # every checkpoint is preceded by this finite check, so none can hold a NaN model
+        inject_fault(step)  # tests of failure handling only (SELFSUP_FAULT)
         if sync or (over and world_size() == 1):
             names = sorted(k for k, v in sums.items() if v.ndim == 0)
             hists = sorted(k for k, v in sums.items() if v.ndim == 1)  # score histograms
@@ -279,7 +300,14 @@ def pretrain(cfg: Config, *, run_dir: str | Path | None = None, resume: bool = F
                      if is_main_process() else torch.zeros((), device=device))
             packed = torch.cat([torch.stack([sums[k] / count for k in names] + [clock]),
                                 *[sums[k] for k in hists]])
-            packed = all_reduce_mean(packed).tolist()  # the one host sync
+            try:
+                packed = all_reduce_mean(packed).tolist()  # the one host sync
+            except RuntimeError as exc:  # gloo/NCCL timeout: a peer stopped or died
+                bar.close()
+                raise TrainingError(
+                    f"rank {rank()}: the other ranks did not answer at step {step} within "
+                    f"train.timeout_s = {t.timeout_s:g} s ({str(exc).splitlines()[0][:120]}); "
+                    f"stopped, last checkpoint kept in {run_dir / 'checkpoints'}") from None
             last = dict(zip(names, packed[: len(names)]))
             out_of_time = packed[len(names)] > 0.5
             hist_values, i = {}, len(names) + 1
