@@ -75,7 +75,8 @@ DATASETS = {
                       "conditions": list(CONDITIONS)},
     "cifar10-5k": {"dataset": "cifar10",
                        "root": shared("cifar10-subset", "cifar-10-batches-py-first1000"),
-                       "images": 5_000, "steps": 120, "extra": ["--method.queue_size", "1024"],
+                       "images": 5_000, "steps": 120,
+                       "extra": ["--method.queue_size", "1024", "--data.verify", "warn"],
                        "conditions": [c for c in CONDITIONS
                                       if c not in SWEEP[:2] and not c.endswith("@half")]},
 }

@@ -118,9 +118,15 @@ def test_pretrain_knn_linear_export_round_trip(capsys, tiny_args, tmp_path):
 
 
 def test_help_and_presets(capsys):
-    for sub in ("pretrain", "knn", "linear", "export"):
-        with pytest.raises(SystemExit) as e:
-            main([sub, "--help"])
-        assert e.value.code == 0
+    for sub in ("pretrain", "knn", "linear", "export", "pack"):
+        assert main([sub, "--help"]) == 0
+        assert f"usage: selfsup {sub}" in capsys.readouterr().out
     assert main(["presets"]) == 0
     assert "quickstart" in capsys.readouterr().out
+
+
+def test_files_of_another_data_set_are_refused(capsys, tiny_args, shared_data):
+    """--data.dataset mnist pointed at the Fashion-MNIST files: an error, not a warning."""
+    err = _error_line(capsys, ["pretrain", *tiny_args, "--data.dataset", "mnist",
+                               "--data.root", str(shared_data / "fashion-mnist")])
+    assert "not the official mnist file" in err and "--data.verify warn" in err

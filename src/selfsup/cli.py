@@ -20,9 +20,17 @@ EPILOG = """Any config key can be overridden as --section.key value, e.g.
 Sections: data, augment, model, method, optim, train, eval, run."""
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a bad argument is one ``error:`` line (exit 2), like every other error."""
+
+    def error(self, message: str):
+        print(f"error: {self.prog}: {message} (see {self.prog} --help)", file=sys.stderr)
+        sys.exit(2)
+
+
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="selfsup", description="Self-supervised contrastive "
-                                "representation learning: pretrain, evaluate, export.")
+    p = _Parser(prog="selfsup", description="Self-supervised contrastive "
+                "representation learning: pretrain, evaluate, export.")
     p.add_argument("--version", action="store_true", help="print the version and exit")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
 
@@ -219,7 +227,10 @@ def _pack(args) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     parser = _parser()
-    args, extra = parser.parse_known_args(argv)
+    try:
+        args, extra = parser.parse_known_args(argv)
+    except SystemExit as e:  # --help, or a bad argument (already printed as one line)
+        return int(e.code or 0)
     if args.version:
         from selfsup import __version__
 
@@ -234,7 +245,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command in ("finetune", "distill"):
             return _stage(args, extra)
         if extra and args.command in ("export", "presets", "plot", "pack"):
-            parser.error(f"unrecognized arguments: {' '.join(extra)}")
+            raise SelfsupError(f"selfsup {args.command}: unrecognized arguments: {' '.join(extra)}")
         if args.command in ("cluster", "transfer"):
             from selfsup.cluster.commands import run_command
 

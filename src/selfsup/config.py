@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -27,6 +29,7 @@ class DataConfig:
     train_split: str = "train"  # pretraining split (stl10: train+unlabeled)
     limit: int | None = None  # use only the first N pretraining images (smoke tests)
     download: bool = False  # fetch missing files (checksummed) into root or the cache
+    verify: bool | str = True  # official files: checksums (true) | warn on other sizes | false
     size: int | None = None  # training input side; None = the images' own (stored) side
     on_device: bool | str = "auto"  # hold the uint8 set on the device: auto (if it fits) | bool
     normalization: str | None = None  # name in augment.NORMALIZATION; None = the data set's
@@ -191,13 +194,18 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
         if isinstance(value, int) and not isinstance(value, bool):
             return value
     elif tp is float:
+        number = None
         if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        if isinstance(value, str):  # YAML 1.1 reads 1e-6 (no dot) as a string
+            number = float(value)
+        elif isinstance(value, str):  # YAML 1.1 reads 1e-6 (no dot) as a string
             try:
-                return float(value)
+                number = float(value)
             except ValueError:
                 pass
+        if number is not None:
+            if not math.isfinite(number):  # one place for every float setting
+                raise ConfigError(f"config key {key} must be a finite number, got {value!r}")
+            return number
     elif tp is str:
         if isinstance(value, str):
             return value
@@ -243,7 +251,10 @@ def _read_yaml(name_or_path: str | Path) -> dict:
     if path.suffix in (".yaml", ".yml") or path.exists():
         if not path.is_file():
             raise ConfigError(f"config file not found: {path}")
-        text = path.read_text()
+        try:
+            text = path.read_text()
+        except UnicodeDecodeError:
+            raise ConfigError(f"{path}: not a text (YAML) file") from None
     else:
         preset = resources.files("selfsup") / "configs" / f"{name_or_path}.yaml"
         if not preset.is_file():
@@ -254,7 +265,7 @@ def _read_yaml(name_or_path: str | Path) -> dict:
         text = preset.read_text()
     try:
         data = yaml.safe_load(text) or {}
-    except yaml.YAMLError as e:
+    except (yaml.YAMLError, UnicodeDecodeError) as e:
         raise ConfigError(f"{name_or_path}: invalid YAML: {str(e).splitlines()[0]}") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{name_or_path}: a config must be a YAML mapping")
@@ -390,6 +401,8 @@ def validate(cfg: Config) -> None:
              f"data.on_device must be auto, true or false, got {d.on_device!r}")
     _require(d.pack_workers is None or d.pack_workers >= 0,
              f"data.pack_workers must be >= 0, got {d.pack_workers}")
+    _require(d.verify in (True, False, "warn"),
+             f"data.verify must be true, warn or false, got {d.verify!r}")
     _require(d.decoder in ("pil", "simplejpeg"),
              f"data.decoder must be pil or simplejpeg, got {d.decoder!r}")
     _require(cfg.data.limit is None or cfg.data.limit >= 2,
@@ -398,6 +411,28 @@ def validate(cfg: Config) -> None:
     _require(cfg.eval.knn_temperature > 0,
              f"eval.knn_temperature must be > 0, got {cfg.eval.knn_temperature}")
     _require(cfg.run.log_every >= 1, f"run.log_every must be >= 1, got {cfg.run.log_every}")
+    _require(t.num_threads is None or t.num_threads >= 1,
+             f"train.num_threads must be >= 1, got {t.num_threads}")
+    _require(re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", t.device) is not None,
+             f"train.device must be auto, cpu, cuda, cuda:N or mps, got {t.device!r}")
+    _require(o.final_lr >= 0, f"optim.final_lr must be >= 0, got {o.final_lr}")
+    _require(m.head_hidden is None or m.head_hidden >= 1,
+             f"model.head_hidden must be >= 1, got {m.head_hidden}")
+    _require(0 <= m.sk_ratio < 1, f"model.sk_ratio must be in [0, 1), got {m.sk_ratio}")
+    _require(cfg.eval.batch_size >= 1,
+             f"eval.batch_size must be >= 1, got {cfg.eval.batch_size}")
+    _require(cfg.eval.knn_every >= -1,
+             f"eval.knn_every must be >= -1 (-1: never), got {cfg.eval.knn_every}")
+    _require(cfg.run.score_bins >= 1, f"run.score_bins must be >= 1, got {cfg.run.score_bins}")
+    _require(cfg.run.checkpoint_steps >= 0,
+             f"run.checkpoint_steps must be >= 0, got {cfg.run.checkpoint_steps}")
+    _require(cfg.run.checkpoint_every >= 0,
+             f"run.checkpoint_every must be >= 0, got {cfg.run.checkpoint_every}")
+    _require(cfg.augment.strength >= 0,
+             f"augment.strength must be >= 0, got {cfg.augment.strength}")
+    cs = cfg.augment.crop_scale
+    _require(cs is None or 0 < cs[0] <= cs[1] <= 1,
+             f"augment.crop_scale must be [min, max] with 0 < min <= max <= 1, got {cs}")
     _require(cfg.run.resume in (True, False, "auto"),
              f"run.resume must be auto, true or false, got {cfg.run.resume!r}")
     _require(t.timeout_s > 0, f"train.timeout_s must be > 0, got {t.timeout_s}")

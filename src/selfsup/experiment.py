@@ -60,7 +60,8 @@ def load_split(cfg: Config, split: str) -> ImageSet:
     if d.dataset == "folder":
         kwargs = dict(size=d.pack_size or d.size, store_dir=d.cache_dir,
                       pack_workers=d.pack_workers, decoder=d.decoder, progress=cfg.run.progress)
-    return load_dataset(d.dataset, d.root, split=split, download=d.download, **kwargs)
+    return load_dataset(d.dataset, d.root, split=split, download=d.download, verify=d.verify,
+                        **kwargs)
 
 
 def load_data(cfg: Config, *, need_test: bool = True) -> Data:
@@ -148,7 +149,12 @@ def load_run_backbone(run_dir: str | Path, cfg: Config | None = None,
     backbone = make_backbone(cfg, in_channels)
     prefix = "backbone."
     state = {k[len(prefix):]: v for k, v in ckpt["model"].items() if k.startswith(prefix)}
-    missing, unexpected = backbone.load_state_dict(state, strict=False)
+    try:
+        missing, unexpected = backbone.load_state_dict(state, strict=False)
+    except RuntimeError as e:  # shapes differ: another width, depth or input channels
+        detail = next((x.strip() for x in str(e).splitlines() if "size mismatch" in x), str(e))
+        raise DataError(f"{run_dir}: checkpoint does not fit model.backbone "
+                        f"{cfg.model.backbone} w{cfg.model.width:g} ({detail[:200]})") from None
     if missing or unexpected:
         raise DataError(f"{run_dir}: checkpoint does not match model.backbone "
                         f"(missing {missing[:3]}, unexpected {unexpected[:3]})")

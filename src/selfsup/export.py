@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import safetensors
 from safetensors.torch import load_file, save_file
 from torch import nn
 
@@ -17,6 +18,7 @@ from selfsup import __version__
 from selfsup.errors import DataError
 from selfsup.experiment import input_spec, load_data, load_run_backbone
 from selfsup.models import build_from_config
+from selfsup.train.checkpoint import atomic_write_text
 
 
 def export_run(run_dir: str | Path, out_dir: str | Path | None = None,
@@ -28,7 +30,6 @@ def export_run(run_dir: str | Path, out_dir: str | Path | None = None,
     if spec is None:  # a checkpoint from before selfsup recorded its input: read the data
         spec = input_spec(load_data(cfg, need_test=False))
     out = Path(out_dir) if out_dir is not None else run_dir / "export"
-    out.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().contiguous() for k, v in backbone.state_dict().items()}
     config = {
         "format": "selfsup-backbone",
@@ -41,9 +42,16 @@ def export_run(run_dir: str | Path, out_dir: str | Path | None = None,
                         "run": str(run_dir)},
     }
     tmp = out / ".model.safetensors.tmp"
-    save_file(state, str(tmp), metadata={"format": "pt"})
-    tmp.replace(out / "model.safetensors")
-    (out / "config.json").write_text(json.dumps(config, indent=2))
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        save_file(state, str(tmp), metadata={"format": "pt"})
+        tmp.replace(out / "model.safetensors")
+        atomic_write_text(out / "config.json", json.dumps(config, indent=2))
+    except (OSError, safetensors.SafetensorError) as e:  # a file in the way, read-only, full
+        if tmp.parent.is_dir():
+            tmp.unlink(missing_ok=True)
+        reason = getattr(e, "strerror", None) or str(e).splitlines()[0]
+        raise DataError(f"{out}: cannot write the export ({reason})") from None
     return out
 
 

@@ -72,14 +72,17 @@ def test_mnist_real_test_split(mnist_dir: Path) -> None:
 
 
 def test_cifar10_subset_loads_with_warning(cifar_subset_dir: Path) -> None:
+    with pytest.raises(DataError, match=r"data_batch_1: not the official cifar10 file \(\d+ "
+                       r"bytes, official 31035704\).*--data.verify warn"):
+        load_dataset("cifar10", cifar_subset_dir, "train")
     with pytest.warns(UserWarning, match="not the official full set"):
-        train = load_dataset("cifar10", cifar_subset_dir, "train")
+        train = load_dataset("cifar10", cifar_subset_dir, "train", verify="warn")
     assert train.images.shape == (5000, 3, 32, 32)
     assert train.labels is not None and train.labels[:10].tolist() == [6, 9, 9, 4, 1, 1, 2, 7,
                                                                         8, 3]
     with pytest.warns(UserWarning, match=r"test_batch \(3074203 bytes, official 31035526\)"):
         test = load_dataset("cifar10", cifar_subset_dir / "cifar-10-batches-py-first1000",
-                            "test")
+                            "test", verify="warn")
     assert len(test) == 1000
 
 
@@ -185,7 +188,9 @@ def test_stl10_synthetic_warns_not_official(tmp_path: Path) -> None:
     folder.mkdir()
     (folder / "test_X.bin").write_bytes(bytes(2 * 3 * 96 * 96))
     (folder / "test_y.bin").write_bytes(bytes([3, 7]))
+    with pytest.raises(DataError, match="test_X.bin: not the official stl10 file"):
+        load_dataset("stl10", tmp_path, "test")
     with pytest.warns(UserWarning, match="stl10: .* not the official full set"):
-        data = load_dataset("stl10", tmp_path, "test")
+        data = load_dataset("stl10", tmp_path, "test", verify="warn")
     assert data.labels is not None and data.labels.tolist() == [2, 6]
     assert data.classes == list(DATASETS["stl10"].classes)

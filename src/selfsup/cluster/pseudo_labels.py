@@ -75,6 +75,9 @@ def cluster(teacher_path: str | Path, k: int, *, layer: str | None = None,
     teacher's own data set); the pseudo-labels are for the train split of
     ``data`` (default: the clustered set itself), by nearest centroid.
     """
+    for name, value in (("--iters", iters), ("--n-init", n_init)):  # before any features
+        if value < 1:
+            raise ConfigError(f"cluster {name} must be >= 1, got {value}")
     teacher = load_teacher(teacher_path, overrides)
     label_cfg = _data_config(teacher.cfg, data, data_root)
     # the clustered set: --cluster-data, else the teacher's own, else (an export) the labelled one

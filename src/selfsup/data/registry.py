@@ -188,8 +188,9 @@ def _fetch(info: DatasetInfo, root: Path, missing: list[str], base_url: str | No
         extract_archive(root / info.archive.name, root)
 
 
-def _verify(info: DatasetInfo, folder: Path, names: tuple[str, ...]) -> None:
-    """Checksum the official files; warn about files whose size says they are not official."""
+def _verify(info: DatasetInfo, folder: Path, names: tuple[str, ...], strict: bool = True) -> None:
+    """Checksum the official files. A file whose size says it is not the official one is an
+    error (``strict``: e.g. another data set's files under this name), else a warning."""
     official = {f.name: f for f in info.files}
     unofficial = []
     for name in names:
@@ -202,6 +203,11 @@ def _verify(info: DatasetInfo, folder: Path, names: tuple[str, ...]) -> None:
             continue
         # Never write into the installed package: the sample is small enough to hash each time.
         verify_file(path, md5=spec.md5, sha256=spec.sha256, remember=not info.packaged)
+    if unofficial and strict:
+        raise DataError(f"{folder / unofficial[0].split(' ')[0]}: not the official {info.name} "
+                        f"file ({unofficial[0].split(' ', 1)[1][1:-1]}); point data.root at "
+                        f"the {info.name} files, or pass --data.verify warn for a deliberate "
+                        "partial copy (its structure is still checked)")
     if unofficial:
         more = f" and {len(unofficial) - 1} more files" if len(unofficial) > 1 else ""
         warnings.warn(f"{info.name}: {folder} is not the official full set: {unofficial[0]}"
@@ -221,7 +227,7 @@ def _resize(data: ImageSet, size: int) -> ImageSet:
 
 def load_dataset(name: str, root: str | Path | None = None, split: str = "train", *,
                  download: bool = False, cache_dir: str | Path | None = None,
-                 size: int | None = None, verify: bool = True,
+                 size: int | None = None, verify: bool | str = True,
                  base_url: str | None = None, store_dir: str | Path | None = None,
                  pack_workers: int | None = None, decoder: str = "pil",
                  progress: bool = True) -> ImageSet:
@@ -239,7 +245,9 @@ def load_dataset(name: str, root: str | Path | None = None, split: str = "train"
         cache_dir: default parent of root; default :func:`default_cache_dir`.
         size: output side in pixels (resizes); for ``folder``: the packed side (shorter side
             resized, centre crop; None: :func:`selfsup.data.pack.auto_size`).
-        verify: checksum official files (results cached in ``<file>.verified``).
+        verify: checksum official files (results cached in ``<file>.verified``); a file of
+            another size than the official one is an error, or a warning with ``"warn"``
+            (partial copies such as the CIFAR-10 first-1000 subset); False checks nothing.
         base_url: replaces the official URL prefix, e.g. a local mirror.
         store_dir, pack_workers, decoder, progress: where and how a ``folder`` is packed.
     """
@@ -282,6 +290,6 @@ def load_dataset(name: str, root: str | Path | None = None, split: str = "train"
         raise DataError(f"{folder / missing[0]}: {name} file missing; pass download=True "
                         f"(CLI: --data.download true) or set data.root to the {name} folder")
     if verify:
-        _verify(info, folder, info.splits[split])
+        _verify(info, folder, info.splits[split], strict=verify is True)
     data = _READERS[info.kind](folder, split, info)
     return _resize(data, size) if size is not None else data

@@ -79,7 +79,11 @@ def load_subset(path: str | Path, num_images: int, names: list[str] | None = Non
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"{path}: subset file not found")
-    lines = [(n, s.strip()) for n, s in enumerate(path.read_text().splitlines(), 1)]
+    try:
+        text = path.read_text()
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not a text file (one index or file name per line)") from None
+    lines = [(n, s.strip()) for n, s in enumerate(text.splitlines(), 1)]
     lines = [(n, s) for n, s in lines if s and not s.startswith("#")]
     if not lines:
         raise ConfigError(f"{path}: subset file lists no images")

@@ -8,6 +8,8 @@ with weight exp(sim / T).
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -29,7 +31,11 @@ def knn_scores(
         )
     if len(train_labels) != len(train_feats):
         raise ValueError(f"{len(train_labels)} labels for {len(train_feats)} train features")
-    k = min(k, len(train_feats))
+    if k < 1:
+        raise ValueError(f"k-NN k must be >= 1, got {k}")
+    if not (temperature > 0 and math.isfinite(temperature)):
+        raise ValueError(f"k-NN temperature must be a finite number > 0, got {temperature}")
+    k = min(k, len(train_feats))  # the caller reports the k used (selfsup.eval.protocols)
     dtype = torch.promote_types(torch.promote_types(train_feats.dtype, test_feats.dtype),
                                 torch.float32)
     train = F.normalize(train_feats.to(dtype), dim=1)  # N x D

@@ -7,11 +7,12 @@ the protocol spelled out so a number is never quoted without it.
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import torch
 
-from selfsup.errors import DataError
+from selfsup.errors import ConfigError, DataError
 from selfsup.eval.features import extract_features
 from selfsup.eval.knn import knn_accuracy
 from selfsup.eval.linear import linear_probe
@@ -66,14 +67,23 @@ def _record(run_dir, cfg, meta, data, protocol: dict, result: dict, name: str) -
 def evaluate_knn(run_dir: str | Path, *, k: int = 200, temperature: float = 0.1,
                  overrides: list[str] | None = None, checkpoint: str = "last.pt",
                  device: str | None = None, progress: bool = True) -> dict:
-    """``knn-200``: weighted k-NN on frozen h, train split as memory, test split as queries."""
+    """``knn-200``: weighted k-NN on frozen h, train split as memory, test split as queries.
+
+    A ``k`` larger than the memory set uses every image; the record names the k used."""
+    if k < 1:
+        raise ConfigError(f"k-NN k must be >= 1, got {k}")
+    if not (temperature > 0 and math.isfinite(temperature)):
+        raise ConfigError(f"k-NN temperature must be a finite number > 0, got {temperature}")
     backbone, cfg, meta, data, dev = _load(run_dir, overrides, checkpoint, device)
+    k_asked, k = k, min(k, len(data.memory))
     (tr, te), nc = _extract(backbone, cfg, data, dev, progress)
     acc = knn_accuracy(tr, data.memory.labels, te, data.test.labels, nc, k=k,
                        temperature=temperature)
     protocol = {"name": f"knn-{k}", "k": k, "temperature": temperature,
                 "features": "backbone h, eval transform, L2-normalised, cosine",
                 "memory": "train split", "queries": "test split"}
+    if k != k_asked:
+        protocol["k_asked"] = k_asked  # the memory set holds fewer images than asked for
     return _record(run_dir, cfg, meta, data, protocol, acc, f"knn-{k}")
 
 

@@ -31,7 +31,7 @@ from selfsup.distributed import (
     rank,
     world_size,
 )
-from selfsup.errors import ConfigError, TrainingError
+from selfsup.errors import ConfigError, DataError, TrainingError
 from selfsup.experiment import (
     eval_augmentation,
     input_spec,
@@ -189,7 +189,13 @@ def pretrain(cfg: Config, *, run_dir: str | Path | None = None, resume: bool = F
     start_step, last, collapsed_at, train_s_before = 0, {}, None, 0.0
     if resume:
         ckpt = load_checkpoint(run_dir / "checkpoints" / "last.pt", map_location=device)
-        model.load_state_dict(ckpt["model"])
+        try:
+            model.load_state_dict(ckpt["model"])
+        except RuntimeError as e:  # another architecture than this config builds
+            detail = next((x.strip() for x in str(e).splitlines() if "size mismatch" in x
+                           or "Missing key" in x or "Unexpected key" in x), str(e))
+            raise DataError(f"{run_dir}: its checkpoint does not fit the model of this "
+                            f"config ({detail[:200]})") from None
         optimizer.load_state_dict(ckpt["optimizer"])
         set_rng_state(ckpt["rng"])
         start_step = int(ckpt["step"])
@@ -209,6 +215,11 @@ def pretrain(cfg: Config, *, run_dir: str | Path | None = None, resume: bool = F
 
     spe = loader.steps_per_epoch
     total = t.steps if t.steps is not None else t.epochs * spe
+    warmup = int(cfg.optim.warmup_epochs * spe)
+    if cfg.optim.schedule == "warmup_cosine" and warmup >= total and is_main_process():
+        warnings.warn(f"the warm-up ({cfg.optim.warmup_epochs:g} epochs = {warmup} steps) is not "
+                      f"shorter than the run ({total} steps): the learning rate never leaves "
+                      f"warm-up; lower optim.warmup_epochs", stacklevel=2)
     # resuming a run that has written its summary at its last step: nothing left to do
     complete = bool(broadcast_object(
         resume and start_step >= total and is_main_process()

@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
+from selfsup.errors import ConfigError
 from selfsup.train.schedule import warmup_cosine
 
 
@@ -31,6 +32,19 @@ class SupervisedRecipe:
     nesterov: bool = True
     seed: int = 0
     optimizer: str = "sgd"  # "sgd" (nesterov as set) or "lars" (SimCLR v2 fine-tuning)
+
+    def __post_init__(self) -> None:
+        # refused here, before features are extracted or a teacher is loaded
+        checks = (("epochs", self.epochs >= 1, ">= 1"), ("batch-size", self.batch_size >= 1,
+                  ">= 1"), ("lr", math.isfinite(self.lr) and self.lr >= 0, "a finite number >= 0"),
+                  ("weight-decay", math.isfinite(self.weight_decay) and self.weight_decay >= 0,
+                   "a finite number >= 0"), ("momentum", 0 <= self.momentum < 1, "in [0, 1)"))
+        for flag, ok, want in checks:
+            if not ok:
+                value = getattr(self, flag.replace("-", "_"))
+                raise ConfigError(f"--{flag} must be {want}, got {value}")
+        if self.optimizer not in ("sgd", "lars"):
+            raise ConfigError(f"--optimizer must be sgd or lars, got {self.optimizer!r}")
 
 
 def _optimizer(model: nn.Module, recipe: SupervisedRecipe) -> torch.optim.Optimizer:
