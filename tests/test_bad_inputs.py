@@ -140,3 +140,29 @@ def test_knn_reports_the_k_it_used(capsys, run):
 
 def test_there_are_enough_cases():
     assert 3 * len(FLOATS) + len(INTS) + 18 + 16 + 4 >= 60
+
+
+def test_disk_full_while_checkpointing_is_one_line(capsys, tmp_path, monkeypatch):
+    import errno
+
+    import torch
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(torch, "save", full)
+    err = _error_line(capsys, ["pretrain", *TINY, "--run.out_dir", str(tmp_path),
+                               "--run.name", "full"])
+    assert "last.pt: cannot write (No space left on device)" in err
+    assert not list((tmp_path / "full" / "checkpoints").glob("*.tmp"))  # nothing half-written
+
+
+def test_a_run_shorter_than_its_warm_up_warns(tmp_path):
+    from selfsup.config import load_config
+    from selfsup.train.pretrain import pretrain
+
+    cfg = load_config("quickstart", [*TINY, "--run.out_dir", str(tmp_path), "--train.steps",
+                                     "2", "--optim.warmup_epochs", "5"])
+    with pytest.warns(UserWarning, match=r"warm-up \(5 epochs = 20 steps\) is not shorter than "
+                      r"the run \(2 steps\)"):
+        pretrain(cfg)
