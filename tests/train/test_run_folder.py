@@ -9,6 +9,8 @@ from pathlib import Path
 import pytest
 
 import selfsup.train.pretrain as pretrain_module
+import selfsup.train.pretrain_run as run_module
+import selfsup.train.step as step_module
 from selfsup import plots
 from selfsup.cli import main
 from selfsup.config import load_config
@@ -23,7 +25,7 @@ def test_run_name_must_be_one_plain_path_component(tiny_args, tmp_path, monkeypa
     def no_data(*args, **kwargs):
         raise AssertionError("data loaded before the run name was checked")
 
-    monkeypatch.setattr(pretrain_module, "load_data", no_data)
+    monkeypatch.setattr(step_module, "load_data", no_data)
     rc = main(["pretrain", "--config", "quickstart", *tiny_args, "--run.name", name])
     err = capsys.readouterr().err
     assert rc == 2
@@ -118,13 +120,13 @@ def test_resume_removes_stale_temporaries_of_the_checkpoint_writer(tiny_args, ca
 
 def test_epoch_checkpoint_is_written_before_last(tiny_args, monkeypatch):
     written = []
-    real = pretrain_module.atomic_save
+    real = run_module.atomic_save
 
     def recording_save(obj, path):
         written.append((obj["step"], Path(path).name))
         real(obj, path)
 
-    monkeypatch.setattr(pretrain_module, "atomic_save", recording_save)
+    monkeypatch.setattr(run_module, "atomic_save", recording_save)
     pretrain(load_config("quickstart", [*tiny_args, "--run.checkpoint_every", "1"]))
     # killed between the two writes, a run keeps its epoch file
     assert written == [(4, "epoch_0001.pt"), (4, "last.pt"), (8, "epoch_0002.pt"), (8, "last.pt")]
