@@ -61,12 +61,12 @@ def test_missing_file_and_unknown_preset(tmp_path):
 
 
 @pytest.mark.parametrize("args,match", [
-    (["--method.ft_alpha_pos", "0"], "method.ft_alpha_pos must be > 0"),
-    (["--method.ft_alpha_neg", "-1"], "method.ft_alpha_neg must be > 0"),
-    (["--method.ft_lambda_pos", "0.5"], "method.ft_lambda_pos must be >= 1"),
-    (["--method.ft_extrapolate", "true", "--method.ft_start_epoch", "40"],
-     "ft_start_epoch 40.0 is not before the end of the run"),
-    (["--method.ft_granularity", "pixel"], "method.ft_granularity must be batch, sample or dim"),
+    (["--method.ft.alpha_pos", "0"], "method.ft.alpha_pos must be > 0"),
+    (["--method.ft.alpha_neg", "-1"], "method.ft.alpha_neg must be > 0"),
+    (["--method.ft.lambda_pos", "0.5"], "method.ft.lambda_pos must be >= 1"),
+    (["--method.ft.extrapolate", "true", "--method.ft.start_epoch", "40"],
+     "ft.start_epoch 40.0 is not before the end of the run"),
+    (["--method.ft.granularity", "pixel"], "method.ft.granularity must be batch, sample or dim"),
 ])
 def test_feature_transformation_errors(args, match):
     with pytest.raises(ConfigError, match=match):

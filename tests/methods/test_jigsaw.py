@@ -133,7 +133,7 @@ def test_forward_loss_metrics_and_state():
     assert torch.equal(model.state_dict()["permutations"], model.permutations)
     with pytest.raises(ValueError, match="1 view"):
         model([torch.randn(6, 1, 32, 32)] * 2)
-    with pytest.raises(ConfigError, match="method.jigsaw_gap 9"):
+    with pytest.raises(ConfigError, match="method.jigsaw.gap 9"):
         tiny_jigsaw(gap=9)([torch.randn(2, 1, 28, 28)])
 
 
@@ -180,31 +180,31 @@ def test_registry_builds_jigsaw_and_jigsaw_plus():
     model = build_method(load_config("jigsaw-fashion-mnist"), backbone)
     assert isinstance(model, Jigsaw) and model.num_permutations == 100 and not model.plus
     assert model.head.fc8.out_features == 100 and model.grayscale == 0.0
-    cfg = load_config("jigsaw-fashion-mnist", ["--method.jigsaw_plus", "true"])
+    cfg = load_config("jigsaw-fashion-mnist", ["--method.jigsaw.plus", "true"])
     plus = build_method(cfg, backbone)
     assert plus.plus and plus.num_permutations == 701 and plus.grayscale == 0.6
 
 
 @pytest.mark.parametrize("key,value", [
-    ("jigsaw_permutations", "1"), ("jigsaw_permutations", "2001"), ("jigsaw_gap", "-1"),
-    ("jigsaw_grayscale", "1.5"), ("jigsaw_grayscale", "-0.1"), ("jigsaw_hidden", "0"),
-    ("jigsaw_permutations", "many"),
+    ("jigsaw.permutations", "1"), ("jigsaw.permutations", "2001"), ("jigsaw.gap", "-1"),
+    ("jigsaw.grayscale", "1.5"), ("jigsaw.grayscale", "-0.1"), ("jigsaw.hidden", "0"),
+    ("jigsaw.permutations", "many"),
 ])
 def test_bad_config_values_are_one_line_errors(key, value):
-    with pytest.raises(ConfigError, match=f"method.{key}") as e:
+    with pytest.raises(ConfigError, match=rf"method\.{key}") as e:
         load_config("jigsaw-fashion-mnist", [f"--method.{key}", value])
     assert "\n" not in str(e.value)
 
 
 def test_jigsaw_plus_needs_the_jigsaw_method():
-    with pytest.raises(ConfigError, match="method.jigsaw_plus .*'simclr'"):
-        load_config("quickstart", ["--method.jigsaw_plus", "true"])
+    with pytest.raises(ConfigError, match=r"method\.jigsaw\.plus .*'simclr'"):
+        load_config("quickstart", ["--method.jigsaw.plus", "true"])
 
 
 def test_pretrain_loop_runs_jigsaw_and_the_backbone_serves_knn(tiny_args):
     cfg = load_config("jigsaw-fashion-mnist", [
         *tiny_args, "--data.dataset", "fashion-mnist-sample", "--train.steps", "3",
-        "--eval.knn_every", "0", "--method.jigsaw_hidden", "32"])
+        "--eval.knn_every", "0", "--method.jigsaw.hidden", "32"])
     run = pretrain(cfg)
     records = [r for r in read_jsonl(run / "metrics.jsonl") if "loss" in r]
     assert len(records) == 3 and all(0 <= r["acc"] <= 1 for r in records)

@@ -39,12 +39,12 @@ def test_queue_is_fifo_and_wraps_around():
     model = tiny_moco(queue_size=10)
     q0 = model.queue.clone()
     k1, k2, k3 = (torch.arange(12.0).view(4, 3) + 100 * i for i in (1, 2, 3))  # 4 x 3 each
-    model._dequeue_and_enqueue(k1)
+    model.dictionary.enqueue(k1)
     assert model.queue_ptr.item() == 4
     torch.testing.assert_close(model.queue, torch.cat([k1, q0[4:]]), rtol=0, atol=0)
-    model._dequeue_and_enqueue(k2)
+    model.dictionary.enqueue(k2)
     assert model.queue_ptr.item() == 8
-    model._dequeue_and_enqueue(k3)
+    model.dictionary.enqueue(k3)
     assert model.queue_ptr.item() == 2  # 12 mod 10
     expected = torch.cat([k3[2:], k1[2:], k2, k3[:2]])  # rows 0..9
     torch.testing.assert_close(model.queue, expected, rtol=0, atol=0)
@@ -146,7 +146,8 @@ def test_cosine_momentum_schedule():
 def test_queue_and_pointer_are_buffers():
     model = tiny_moco()
     state = model.state_dict()
-    assert state["queue"].shape == (10, 3) and state["queue_ptr"].dtype == torch.long
+    assert state["dictionary.queue"].shape == (10, 3)
+    assert state["dictionary.ptr"].dtype == torch.long
     assert "queue" not in dict(model.named_parameters())
     torch.testing.assert_close(model.queue.norm(dim=1), torch.ones(10))
     model.train()(views())
@@ -211,7 +212,7 @@ def test_tiny_resnet_step_is_finite(symmetric):
 def test_presets_build_moco_heads(preset, layers):
     cfg = load_config(preset)
     model = build_method(cfg, resnet(18, 0.125, "cifar", in_channels=1))
-    assert isinstance(model, MoCo) and model.K == cfg.method.queue_size == 4096
+    assert isinstance(model, MoCo) and model.K == cfg.method.moco.queue_size == 4096
     assert model.m == 0.99 and model.T == cfg.method.temperature
     assert len(model.head.layers) == layers and model.queue.shape == (4096, 128)
     kinds = [type(m) for m in model.head.modules() if isinstance(m, (nn.Linear, nn.ReLU,
@@ -223,7 +224,7 @@ def test_presets_build_moco_heads(preset, layers):
 def test_pretrain_loop_runs_moco(tiny_args):
     # the simclr recipe: the loop's contract (after_step, metrics, dataset check) is under test
     cfg = load_config("quickstart", [*tiny_args, "--method.name", "moco",
-                                     "--method.queue_size", "64", "--train.epochs", "1"])
+                                     "--method.moco.queue_size", "64", "--train.epochs", "1"])
     run = pretrain(cfg)
     records = [r for r in read_jsonl(run / "metrics.jsonl") if "loss" in r]
     assert len(records) == 4 and all(r["neg_var"] >= 0 for r in records)
@@ -312,8 +313,8 @@ def test_ft_private_generator_is_seeded_zero():
 
 def test_registry_passes_ft_settings():
     cfg = load_config("moco-v2-fashion-mnist", [
-        "--method.ft_extrapolate", "true", "--method.ft_granularity", "sample",
-        "--method.ft_start_epoch", "2", "--run.score_bins", "20"])
+        "--method.ft.extrapolate", "true", "--method.ft.granularity", "sample",
+        "--method.ft.start_epoch", "2", "--run.score_bins", "20"])
     model = build_method(cfg, resnet(18, 0.125, "cifar", in_channels=1))
     assert model.ft == FeatureTransform(extrapolate=True, granularity="sample", start_epoch=2.0)
     assert model.score_bins == 20

@@ -133,8 +133,8 @@ def test_ft_same_seed_same_loss_and_start_epoch():
 
 
 def test_registry_passes_ft_settings():
-    cfg = load_config("quickstart", ["--method.ft_interpolate", "true",
-                                     "--method.ft_renormalize", "true"])
+    cfg = load_config("quickstart", ["--method.ft.interpolate", "true",
+                                     "--method.ft.renormalize", "true"])
     model = build_method(cfg, resnet(18, 0.125, "cifar", in_channels=1))
     assert isinstance(model, SimCLR)
     assert model.ft == FeatureTransform(interpolate=True, renormalize=True)
@@ -144,9 +144,9 @@ def test_registry_passes_ft_settings():
 @pytest.mark.parametrize("method", ["simclr", "moco"])
 def test_pretrain_loop_runs_with_ft(tiny_args, method):
     cfg = load_config("quickstart", [
-        *tiny_args, "--method.name", method, "--method.queue_size", "64", "--train.epochs", "1",
-        "--method.ft_extrapolate", "true", "--method.ft_interpolate", "true",
-        "--method.ft_granularity", "sample"])
+        *tiny_args, "--method.name", method, "--method.moco.queue_size", "64",
+        "--train.epochs", "1", "--method.ft.extrapolate", "true", "--method.ft.interpolate", "true",
+        "--method.ft.granularity", "sample"])
     records = [r for r in read_jsonl(pretrain(cfg) / "metrics.jsonl") if "loss" in r]
     assert len(records) == 4 and all(math.isfinite(r["loss"]) and r["neg_var"] >= 0
                                       for r in records)

@@ -77,12 +77,13 @@ def test_ema_and_queue_size_check():
 
 
 def test_pretrains_end_to_end_and_rejects_bad_combinations(tmp_path):
-    cfg = load_config("quickstart", [*TINY, "--method.memory", "true", "--method.queue_size",
-                                     "128", "--run.out_dir", str(tmp_path)])
+    cfg = load_config("quickstart", [*TINY, "--method.memory", "true",
+                                     "--method.moco.queue_size", "128",
+                                     "--run.out_dir", str(tmp_path)])
     run = pretrain(cfg)
     assert (run / "checkpoints" / "last.pt").is_file()
     for extra, word in [(["--method.name", "moco"], "SimCLR v2's option"),
-                        (["--method.ft_interpolate", "true", "--train.steps", "2"],
+                        (["--method.ft.interpolate", "true", "--train.steps", "2"],
                          "not supported")]:
         with pytest.raises(ConfigError, match=word):
             load_config("quickstart", [*TINY, "--method.memory", "true", *extra])

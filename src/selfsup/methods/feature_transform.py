@@ -19,16 +19,17 @@ repeats the same draws.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from selfsup.errors import ConfigError
+from selfsup.config.method_checks import check_ft
 
-GRANULARITIES = ("batch", "sample", "dim")
 _GAMMA_ROUNDS = 12  # Marsaglia–Tsang accepts ≥ 95 % per try: P(no accept in 12) < 1e-15
 
 
@@ -108,16 +109,12 @@ class FeatureTransform:
     start_epoch: float = 0.0
 
     def __post_init__(self) -> None:
-        if not self.alpha_pos > 0 or not self.alpha_neg > 0:
-            raise ConfigError(f"FT Beta parameters must be > 0, got alpha_pos={self.alpha_pos}, "
-                              f"alpha_neg={self.alpha_neg}")
-        if self.lambda_pos is not None and not self.lambda_pos >= 1:
-            raise ConfigError(f"FT lambda_pos must be >= 1 (extrapolation), got {self.lambda_pos}")
-        if self.granularity not in GRANULARITIES:
-            raise ConfigError(f"FT granularity must be one of {', '.join(GRANULARITIES)}, "
-                              f"got {self.granularity!r}")
-        if not self.start_epoch >= 0:
-            raise ConfigError(f"FT start_epoch must be >= 0, got {self.start_epoch}")
+        check_ft(self)  # the checks and messages of method.ft in a config
+
+    @classmethod
+    def from_config(cls, settings: Any) -> FeatureTransform:
+        """From ``cfg.method.ft`` (a :class:`~selfsup.config.FTConfig`: the same fields)."""
+        return cls(**dataclasses.asdict(settings))
 
     @property
     def enabled(self) -> bool:
@@ -167,7 +164,3 @@ class FeatureTransform:
             mixed = F.normalize(mixed, dim=1)
         return mixed, perm
 
-
-def private_generator(device: torch.device) -> torch.Generator:
-    """The fallback when no run generator is set: a generator on ``device`` seeded 0."""
-    return torch.Generator(device=device).manual_seed(0)

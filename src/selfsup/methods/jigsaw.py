@@ -35,9 +35,12 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from selfsup.augment import ops, params
+from selfsup.config import Config
+from selfsup.config.method_checks import check_jigsaw
 from selfsup.errors import ConfigError
-from selfsup.methods.feature_transform import private_generator
+from selfsup.methods.base import Method
 from selfsup.methods.permutations import TILES, permutation_set
+from selfsup.methods.registry import register_method
 
 GRID = 3  # tiles per side
 
@@ -59,7 +62,7 @@ def extract_tiles(images: Tensor, gap: int, generator: torch.Generator) -> Tenso
     cell = min(height, width) // GRID
     side = cell - gap
     if side < 2:
-        raise ConfigError(f"method.jigsaw_gap {gap} leaves {side}-pixel tiles of {height}x{width} "
+        raise ConfigError(f"method.jigsaw.gap {gap} leaves {side}-pixel tiles of {height}x{width} "
                           f"images (cells of {cell}); use a smaller gap or larger images")
     g = generator
     grid_y = _randint(0, height - GRID * cell + 1, (n, 1), g)  # N x 1
@@ -135,7 +138,7 @@ class JigsawHead(nn.Module):
         return self.fc8(self.fc7(f.flatten(1)))  # N x P
 
 
-class Jigsaw(nn.Module):
+class Jigsaw(Method):
     """Solve a 3x3 jigsaw puzzle per image; returns ``(loss, metrics)`` from one view.
 
     Per step, for each image of the view: (grayscale with p = ``grayscale``),
@@ -161,33 +164,19 @@ class Jigsaw(nn.Module):
                  plus: bool = False, grayscale: float | None = None, gap: int = 2,
                  hidden: int = 512, permutation_seed: int = 0) -> None:
         super().__init__()
+        check_jigsaw(num_permutations, grayscale, gap, hidden)
         if num_permutations is None:
             num_permutations = 701 if plus else 100
         grayscale = (0.6 if plus else 0.0) if grayscale is None else grayscale
-        if not 0 <= grayscale <= 1:
-            raise ConfigError(f"method.jigsaw_grayscale must be in [0, 1], got {grayscale}")
-        if gap < 0:
-            raise ConfigError(f"method.jigsaw_gap must be >= 0, got {gap}")
-        if hidden < 1:
-            raise ConfigError(f"method.jigsaw_hidden must be >= 1, got {hidden}")
-        try:
-            perms = permutation_set(num_permutations, permutation_seed)  # P x 9
-        except ValueError as e:
-            raise ConfigError(f"method.jigsaw_permutations: {e}") from None
+        perms = permutation_set(num_permutations, permutation_seed)  # P x 9
         self.backbone = backbone
         self.head = JigsawHead(backbone.feature_dim, num_permutations, hidden)
         self.register_buffer("permutations", perms)
         self.plus, self.grayscale, self.gap = bool(plus), float(grayscale), int(gap)
-        self.generator: torch.Generator | None = None  # the loop sets the run's generator
 
     @property
     def num_permutations(self) -> int:
         return self.permutations.shape[0]
-
-    def _generator(self, device: torch.device) -> torch.Generator:
-        if self.generator is None:
-            self.generator = private_generator(device)
-        return self.generator
 
     def puzzles(self, x: Tensor) -> tuple[Tensor, Tensor]:
         """Shuffled, normalised tiles (N, 9, C, t, t) and their permutation classes (N,)."""
@@ -216,3 +205,11 @@ class Jigsaw(nn.Module):
     def extra_repr(self) -> str:
         return (f"num_permutations={self.num_permutations}, plus={self.plus}, "
                 f"grayscale={self.grayscale}, gap={self.gap}")
+
+
+@register_method("jigsaw")
+def build_jigsaw(cfg: Config, backbone: nn.Module) -> Method:
+    """Jigsaw (Noroozi & Favaro, ECCV 2016) or, with ``jigsaw.plus``, Jigsaw++ (CVPR 2018)."""
+    j = cfg.method.jigsaw
+    return Jigsaw(backbone, j.permutations, plus=j.plus, grayscale=j.grayscale, gap=j.gap,
+                  hidden=j.hidden)

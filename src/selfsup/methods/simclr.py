@@ -17,10 +17,17 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from selfsup.config import Config
+from selfsup.config.method_checks import check_temperature
 from selfsup.distributed import gather_with_grad, rank
 from selfsup.losses import nt_xent
-from selfsup.methods.feature_transform import FeatureTransform, private_generator
+from selfsup.methods.base import Method
+from selfsup.methods.feature_transform import FeatureTransform
+from selfsup.methods.registry import register_method
 from selfsup.methods.score_stats import drop_two_columns, score_stats
+from selfsup.models import ProjectionHead
+
+TEMPERATURE = 0.5  # SimCLR's default τ (Chen et al. 2020, §B.9: 0.5 on CIFAR-10)
 
 
 def nt_xent_ft(z1: Tensor, z2: Tensor, temperature: float, ft: FeatureTransform,
@@ -77,7 +84,7 @@ def nt_xent_ft(z1: Tensor, z2: Tensor, temperature: float, ft: FeatureTransform,
     return F.cross_entropy(logits, pos_idx), l_pos, l_neg
 
 
-class SimCLR(nn.Module):
+class SimCLR(Method):
     """Backbone f, head g and NT-Xent at temperature τ; returns ``(loss, metrics)``.
 
     Both views go through the backbone as one batch of 2N images, so batch
@@ -90,27 +97,20 @@ class SimCLR(nn.Module):
     no-grad 2N x 2N product (``nt_xent`` does not return its logits).
 
     ``ft`` applies in training mode from ``ft.start_epoch`` on, reading
-    :attr:`epoch` (set by the loop) and drawing from :attr:`generator` (the
+    :attr:`epoch` (:meth:`set_epoch`) and drawing from :attr:`generator` (the
     run's seeded generator; if None, a private one seeded 0 on first use).
+    ``temperature`` None: SimCLR's 0.5.
     """
 
-    def __init__(self, backbone: nn.Module, head: nn.Module, temperature: float = 0.5,
+    def __init__(self, backbone: nn.Module, head: nn.Module, temperature: float | None = None,
                  ft: FeatureTransform | None = None, score_bins: int = 40) -> None:
         super().__init__()
-        if not temperature > 0:
-            raise ValueError(f"temperature must be > 0, got {temperature}")
+        check_temperature(temperature)
         self.backbone = backbone
         self.head = head
-        self.temperature = temperature
+        self.temperature = TEMPERATURE if temperature is None else float(temperature)
         self.ft = ft if ft is not None else FeatureTransform()
         self.score_bins = int(score_bins)
-        self.generator: torch.Generator | None = None  # the loop sets the run's generator
-        self.epoch: float = 0.0  # the loop sets step / steps_per_epoch before each step
-
-    def _generator(self, device: torch.device) -> torch.Generator:
-        if self.generator is None:
-            self.generator = private_generator(device)
-        return self.generator
 
     def forward(self, views: list[Tensor]) -> tuple[Tensor, dict[str, Tensor]]:
         if len(views) != 2:
@@ -142,3 +142,20 @@ def _plain_scores(z: Tensor, n: int) -> tuple[Tensor, Tensor]:
     rows = torch.arange(2 * n, device=z.device)
     pos_idx = (rows + n) % (2 * n)  # 2N: the other view
     return s[rows, pos_idx], drop_two_columns(s, rows, pos_idx)  # 2N, 2N x 2(N-1)
+
+
+@register_method("simclr")
+def build_simclr(cfg: Config, backbone: nn.Module) -> Method:
+    """SimCLR (``model.head_layers`` 2: v1, 3: v2), with v2's memory if ``method.memory``."""
+    m, me = cfg.model, cfg.method
+    d = backbone.feature_dim
+    head = ProjectionHead(d, m.head_hidden or d, m.out_dim, num_layers=m.head_layers)
+    if me.memory:  # SimCLR v2's MoCo-style memory: MoCo's momentum and queue settings
+        from selfsup.methods.simclr_memory import SimCLRMemory  # it imports this module
+
+        mo = me.moco
+        return SimCLRMemory(backbone, head, temperature=me.temperature, momentum=mo.momentum,
+                            queue_size=mo.queue_size, momentum_schedule=mo.momentum_schedule,
+                            out_dim=m.out_dim, score_bins=cfg.run.score_bins)
+    return SimCLR(backbone, head, temperature=me.temperature,
+                  ft=FeatureTransform.from_config(me.ft), score_bins=cfg.run.score_bins)

@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import math
 
+# moved to selfsup.methods.momentum (methods do not import the loop's package); kept
+# here for the callers of train.schedule
+from selfsup.methods.momentum import cosine_momentum  # noqa: F401
+
 
 def warmup_cosine(
     step: int, total_steps: int, warmup_steps: int, base: float, final: float = 0.0
@@ -28,8 +32,3 @@ def step_decay(
     passed = sum(1 for m in milestones if step >= m * total_steps)
     return base * gamma**passed
 
-
-def cosine_momentum(step: int, total_steps: int, base: float) -> float:
-    """Momentum rising from ``base`` to 1 on a half cosine (BYOL-style; MoCo option)."""
-    progress = min(step / max(total_steps, 1), 1.0)
-    return 1.0 - (1.0 - base) * 0.5 * (1.0 + math.cos(math.pi * progress))
