@@ -62,8 +62,7 @@ def pretrain(cfg: Config, *, run_dir: str | Path | None = None, resume: bool = F
     launched = not is_distributed()
     device = _setup(cfg)
     data, augment, eval_tf, loader, model, optimizer = build_training(cfg, device)
-    if hasattr(model, "check_dataset_size"):
-        model.check_dataset_size(len(data.train))
+    model.check_dataset_size(len(data.train))
     if run_dir is None and is_main_process():
         run_dir = new_run_dir(cfg)  # rank 0 creates the run folder; the others take its name
     folder = RunFolder(Path(broadcast_object(None if run_dir is None else str(run_dir))))
@@ -143,17 +142,14 @@ def _loop(run: PretrainRun, loader, augment, step_fn) -> int:
                mininterval=0.1 if sys.stderr.isatty() else 10.0)  # keep CI logs short
     run.t_start, step = time.perf_counter(), run.start
     model.train()
-    if hasattr(model, "generator"):
-        model.generator = gen  # FT draws continue the step's seeded stream: exact resume
-    while step < total:
-        if hasattr(model, "epoch"):
-            model.epoch = step / spe  # FT's start epoch
-        views = make_views(loader, augment, gen, step, t.seed, getattr(model, "n_views", 2),
+    model.generator = gen  # FT draws continue the step's seeded stream: exact resume
+    while step < total:  # the Method contract: selfsup.methods.base
+        model.set_epoch(step / spe)  # FT's start epoch
+        views = make_views(loader, augment, gen, step, t.seed, model.n_views,
                            t.channels_last)  # n_views: Jigsaw takes 1
         lr = lr_at(cfg, step, total, spe)
         acc.add(optimisation_step(step_fn, run.optimizer, views, lr, autocast_dtype, run.device))
-        if hasattr(model, "after_step"):
-            model.after_step(step, total)
+        model.after_step(step, total)  # momentum encoders, queues
         step += 1
         bar.update(1)
         end_of_epoch = step % spe == 0

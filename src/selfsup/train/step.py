@@ -11,6 +11,7 @@ import torch
 from selfsup.config import Config, base_lr_for
 from selfsup.data.loader import MappedLoader, ResidentLoader, make_loader
 from selfsup.distributed import rank, world_size
+from selfsup.errors import ConfigError
 from selfsup.experiment import (
     eval_augmentation,
     load_data,
@@ -18,6 +19,7 @@ from selfsup.experiment import (
     train_augmentation,
 )
 from selfsup.methods import build_method
+from selfsup.methods.base import Method
 from selfsup.train.optim import build_optimizer
 from selfsup.train.schedule import step_decay, warmup_cosine
 
@@ -48,6 +50,9 @@ def build_training(cfg: Config, device: torch.device):
     loader = make_loader(data.train, t.batch_size, seed=t.seed, rank=rank(), world=world_size(),
                          device=device, on_device=cfg.data.on_device)
     model = build_method(cfg, make_backbone(cfg, data.channels)).to(device)
+    if not isinstance(model, Method):
+        raise ConfigError(f"method {cfg.method.name!r} builds a {type(model).__name__}, not a "
+                          "selfsup.methods.Method (the contract the loop relies on)")
     if t.channels_last:
         model = model.to(memory_format=torch.channels_last)
     optimizer = build_optimizer(cfg.optim.optimizer, model, base_lr_for(cfg),
