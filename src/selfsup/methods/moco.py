@@ -75,8 +75,8 @@ class MoCo(Method):
     computed, i.e. after FT when FT applies (extrapolated q̂·k̂, q̂·mixed queue).
 
     ``ft``: Feature Transformation settings (off by default); it applies in
-    training mode from ``ft.start_epoch`` on, reading :attr:`epoch` (set by
-    the loop before each step) and drawing from :attr:`generator` (the run's
+    training mode from ``ft.start_epoch`` on, reading :attr:`epoch` (the loop's
+    :meth:`set_epoch` before each step) and drawing from :attr:`generator` (the run's
     seeded generator; if None, a private one seeded 0 is made on first use).
 
     ``shuffle_bn``: ``"ddp"`` shuffles the key batch across ranks, ``"groups"``
