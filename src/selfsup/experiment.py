@@ -19,6 +19,7 @@ from selfsup.config import Config, load_config
 from selfsup.data import ImageSet, load_dataset
 from selfsup.errors import ConfigError, DataError
 from selfsup.models import build_backbone
+from selfsup.runs import RunFolder
 from selfsup.train.checkpoint import load_checkpoint
 
 
@@ -134,7 +135,7 @@ def make_backbone(cfg: Config, in_channels: int) -> nn.Module:
 
 
 def run_config(run_dir: str | Path, overrides: list[str] | dict | None = None) -> Config:
-    path = Path(run_dir) / "config.yaml"
+    path = RunFolder(Path(run_dir)).config
     if not path.is_file():
         raise DataError(f"{run_dir}: not a selfsup run folder (no config.yaml)")
     return load_config(path, overrides)
@@ -144,7 +145,7 @@ def load_run_backbone(run_dir: str | Path, cfg: Config | None = None,
                       checkpoint: str = "last.pt") -> tuple[nn.Module, Config, dict]:
     """The trained backbone of a run (CPU, eval mode), its config and checkpoint metadata."""
     cfg = cfg or run_config(run_dir)
-    ckpt = load_checkpoint(Path(run_dir) / "checkpoints" / checkpoint)
+    ckpt = load_checkpoint(RunFolder(Path(run_dir)).checkpoint(checkpoint))
     in_channels = int(ckpt.get("in_channels", 3))
     backbone = make_backbone(cfg, in_channels)
     prefix = "backbone."

@@ -18,6 +18,7 @@ from selfsup import __version__
 from selfsup.errors import DataError
 from selfsup.experiment import input_spec, load_data, load_run_backbone
 from selfsup.models import build_from_config
+from selfsup.runs import RunFolder
 from selfsup.train.checkpoint import atomic_write_text
 
 
@@ -29,7 +30,7 @@ def export_run(run_dir: str | Path, out_dir: str | Path | None = None,
     spec = meta.get("input")
     if spec is None:  # a checkpoint from before selfsup recorded its input: read the data
         spec = input_spec(load_data(cfg, need_test=False))
-    out = Path(out_dir) if out_dir is not None else run_dir / "export"
+    out = Path(out_dir) if out_dir is not None else RunFolder(run_dir).export
     state = {k: v.detach().contiguous() for k, v in backbone.state_dict().items()}
     config = {
         "format": "selfsup-backbone",

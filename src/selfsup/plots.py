@@ -11,11 +11,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from selfsup.runs import RunFolder
 from selfsup.train.logging import read_jsonl
 
 
 def _records(run: Path) -> tuple[list[dict], list[dict], list[dict]]:
-    records = read_jsonl(run / "metrics.jsonl")
+    records = read_jsonl(RunFolder(Path(run)).metrics)
     train = _last_per_step([r for r in records if "loss" in r])
     knn = _last_per_step([r for r in records if "knn_top1" in r])
     return train, knn, _last_per_step(read_jsonl(run / "scores.jsonl"))

@@ -17,6 +17,7 @@ from selfsup.eval.features import extract_features
 from selfsup.eval.knn import knn_accuracy
 from selfsup.eval.linear import linear_probe
 from selfsup.experiment import eval_augmentation, load_data, load_run_backbone, resolve_device
+from selfsup.runs import RunFolder
 from selfsup.train.supervised import SupervisedRecipe
 
 
@@ -58,7 +59,7 @@ def _record(run_dir, cfg, meta, data, protocol: dict, result: dict, name: str) -
         "pretrain_epochs": meta.get("epoch"), "train_images": len(data.memory),
         "test_images": len(data.test), "protocol": protocol, **result,
     }
-    out = Path(run_dir) / "eval" / f"{name}.json"
+    out = RunFolder(Path(run_dir)).eval_file(name)
     out.parent.mkdir(exist_ok=True)
     out.write_text(json.dumps(rec, indent=2))
     return rec

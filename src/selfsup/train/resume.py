@@ -23,6 +23,7 @@ import yaml
 
 from selfsup.config import Config
 from selfsup.errors import ConfigError
+from selfsup.runs import RunFolder
 
 # prefixes of the keys a resume may change (how far, how reported, where the data is)
 MAY_CHANGE = ("train.epochs", "train.steps", "train.max_time_s", "train.num_threads",
@@ -42,7 +43,7 @@ def _flat(d: dict, prefix: str = "") -> dict:
 
 def config_changes(run_dir: Path, cfg: Config) -> dict[str, tuple]:
     """``{key: (saved, new)}`` for every setting of ``cfg`` that differs from the run's."""
-    path = run_dir / "config.yaml"
+    path = RunFolder(run_dir).config
     if not path.is_file():
         return {}
     try:
@@ -88,5 +89,5 @@ def auto_resume_dir(cfg: Config) -> Path | None:
         return None
     path = Path(cfg.run.out_dir) / name
     if mode is True:
-        return path if (path / "checkpoints" / "last.pt").is_file() else None
+        return path if RunFolder(path).checkpoint().is_file() else None
     return path if path.is_dir() else None  # restarted: the folder the first attempt made
