@@ -12,7 +12,7 @@ from selfsup.data.subsets import load_subset
 from selfsup.errors import ConfigError
 from selfsup.experiment import load_run_backbone
 from selfsup.semi import distill, finetune, load_classifier
-from selfsup.semi.classifier import classifier_from_pretrained, pretrained_model
+from selfsup.stages import classifier_from_pretrained, pretrained_model
 from selfsup.train.checkpoint import load_checkpoint
 from selfsup.train.pretrain import pretrain
 from selfsup.train.supervised import SupervisedRecipe

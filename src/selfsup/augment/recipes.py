@@ -114,6 +114,26 @@ def moco_v2(
     return Pipeline(size, **{**settings, **overrides})
 
 
+def finetune(
+    size: int,
+    mean: Sequence[float] = IMAGENET_MEAN,
+    std: Sequence[float] = IMAGENET_STD,
+    **overrides: Any,
+) -> Pipeline:
+    """The augmentation of the supervised stages: random resized crop and flip only.
+
+    SimCLR fine-tunes "with only random crop (with random left-to-right
+    flipping) and resizing" (Chen et al. 2020, arXiv 2002.05709, Appendix
+    B.6); SimCLR v2 fine-tunes and distils alike. Crop area 0.08-1.0, aspect
+    3/4-4/3, flip p = 0.5; no colour, grayscale, blur or solarisation.
+    """
+    settings: dict[str, Any] = dict(
+        crop_scale=(0.08, 1.0), crop_ratio=(3 / 4, 4 / 3), flip_p=0.5, jitter_p=0.0,
+        grayscale_p=0.0, blur_p=0.0, solarize_p=0.0, mean=mean, std=std,
+    )
+    return Pipeline(size, **{**settings, **overrides})
+
+
 def eval_(
     size: int,
     mean: Sequence[float] = IMAGENET_MEAN,
@@ -136,6 +156,7 @@ RECIPES: dict[str, Callable[..., Pipeline]] = {
     "moco_v1": moco_v1,
     "moco_v2": moco_v2,
     "eval": eval_,
+    "finetune": finetune,
 }
 
 

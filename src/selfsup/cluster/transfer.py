@@ -11,17 +11,14 @@ folder (``stage.json`` with ``stage: transfer``, ``checkpoints/last.pt`` with
 
 from __future__ import annotations
 
-import time
-from dataclasses import asdict, replace
+from dataclasses import replace
 from pathlib import Path
 
 import torch
 
 from selfsup.cluster.pseudo_labels import load_pseudo_labels
-from selfsup.data.loader import place_images
 from selfsup.experiment import (
     eval_augmentation,
-    input_spec,
     load_data,
     make_backbone,
     resolve_device,
@@ -29,9 +26,9 @@ from selfsup.experiment import (
     train_augmentation,
 )
 from selfsup.models import check_backbone_name
-from selfsup.semi.classifier import Classifier, evaluate_classifier, new_stage_dir, write_stage
-from selfsup.train.logging import MetricsLogger
-from selfsup.train.supervised import SupervisedRecipe, fit_classifier
+from selfsup.stages import Classifier, evaluate_classifier, new_stage_dir, run_stage
+from selfsup.stages.run import recipe_info
+from selfsup.train.supervised import SupervisedRecipe
 
 
 def transfer(cluster_run: str | Path, *, arch: str = "resnet18", width: float = 1.0,
@@ -56,25 +53,18 @@ def transfer(cluster_run: str | Path, *, arch: str = "resnet18", width: float = 
     backbone = make_backbone(cfg, data.channels)
     net = Classifier(backbone, torch.nn.Sequential(), backbone.feature_dim, k)
     dev = resolve_device(device)
-    net.to(dev)
+
+    def evaluate(net):  # how well the target learned the clusters, on un-augmented train images
+        fit = evaluate_classifier(net, data.train.images, labels, eval_augmentation(data), dev)
+        return {"pseudo_label_top1": fit["top1"]}, {"pseudo_label_train_top1": fit["top1"], "k": k}
+
     name = f"{cluster_run.name}-transfer-{arch}-w{width:g}-s{recipe.seed}"
     out = new_stage_dir(Path(out_dir) if out_dir else cluster_run.parent / name)
-    logger = MetricsLogger(out)
-    t0 = time.perf_counter()
-    fit_classifier(net, place_images(data.train.images, dev, cfg.data.on_device), labels, recipe,
-                   transform=train_augmentation(cfg, data), log=logger.log, progress=progress,
-                   desc=f"transfer into {arch} w{width:g} ({k} clusters)")
-    train_s = time.perf_counter() - t0
-    # how well the target learned the clusters, on un-augmented train images
-    fit = evaluate_classifier(net, data.train.images, labels, eval_augmentation(data), dev)
-    logger.log({"event": "end", "pseudo_label_top1": fit["top1"]})
-    logger.close()
     stage = {"stage": "transfer", "cluster_run": str(cluster_run), "teacher": info["teacher"],
              "layer": info["layer"], "k": k, "arch": arch, "width": width, "head_layers": 0,
              "fc_in": backbone.feature_dim, "num_classes": k,
-             "recipe": {**asdict(recipe), "augmentation": cfg.augment.recipe,
-                        "schedule": "cosine", "targets": "cluster ids (hard)"}}
-    summary = {"stage": "transfer", "epochs": recipe.epochs, "train_s": round(train_s, 2),
-               "pseudo_label_train_top1": fit["top1"], "k": k}
-    write_stage(out, net.cpu(), cfg, stage, data.channels, summary, input_spec(data))
-    return out
+             "recipe": recipe_info(recipe, cfg.augment.recipe, targets="cluster ids (hard)")}
+    return run_stage(out, net, data.train.images, labels, recipe, cfg=cfg, data=data,
+                     info=stage, device=dev, transform=train_augmentation(cfg, data),
+                     evaluate=evaluate, progress=progress,
+                     desc=f"transfer into {arch} w{width:g} ({k} clusters)")

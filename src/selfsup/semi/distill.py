@@ -11,33 +11,25 @@ its backbone is exported like any encoder.
 
 from __future__ import annotations
 
-import time
-from dataclasses import asdict, replace
+from dataclasses import replace
 from pathlib import Path
 
 import torch
 
-from selfsup.data.loader import place_images
+from selfsup.data.subsets import load_subset
 from selfsup.errors import ConfigError
-from selfsup.experiment import (
-    eval_augmentation,
-    input_spec,
-    load_data,
-    make_backbone,
-    resolve_device,
-)
+from selfsup.experiment import load_data, make_backbone, resolve_device
 from selfsup.losses import distillation_loss
 from selfsup.models import check_backbone_name
-from selfsup.semi.classifier import (
+from selfsup.stages import (
     Classifier,
-    evaluate_classifier,
     finetune_augmentation,
     load_classifier,
     new_stage_dir,
-    write_stage,
+    run_stage,
 )
-from selfsup.train.logging import MetricsLogger
-from selfsup.train.supervised import SupervisedRecipe, fit_classifier
+from selfsup.stages.run import accuracy_on_test, recipe_info
+from selfsup.train.supervised import SupervisedRecipe
 
 
 def distill(teacher_run: str | Path, *, student: str = "resnet18", student_width: float = 1.0,
@@ -57,9 +49,9 @@ def distill(teacher_run: str | Path, *, student: str = "resnet18", student_width
         raise ConfigError(f"distillation temperature must be > 0, got {temperature}")
     if not 0.0 <= alpha <= 1.0:
         raise ConfigError(f"distillation alpha must be in [0, 1], got {alpha}")
-    teacher, cfg, info = load_classifier(teacher_run, overrides)
+    teacher, cfg, _ = load_classifier(teacher_run, overrides)
     data = load_data(cfg)
-    train, test = data.memory, data.test
+    train = data.memory
     classes = int(train.labels.max()) + 1 if train.labels is not None else len(train.classes)
     if classes and classes != teacher.num_classes:
         raise ConfigError(f"teacher {teacher_run} predicts {teacher.num_classes} classes, but "
@@ -70,8 +62,6 @@ def distill(teacher_run: str | Path, *, student: str = "resnet18", student_width
         if not subset.is_file() or train.labels is None:
             raise ConfigError(f"alpha={alpha} needs the teacher's labelled subset "
                               f"({subset}) and a labelled train split")
-        from selfsup.data.subsets import load_subset
-
         idx = load_subset(subset, len(train))
         labels[idx] = train.labels[idx]
     student_cfg = replace(cfg, model=replace(cfg.model, backbone=student, width=student_width,
@@ -83,7 +73,6 @@ def distill(teacher_run: str | Path, *, student: str = "resnet18", student_width
     teacher.to(dev).eval()
     for p in teacher.parameters():
         p.requires_grad_(False)
-    net.to(dev)
 
     def objective(model, x, y):
         with torch.no_grad():
@@ -91,29 +80,19 @@ def distill(teacher_run: str | Path, *, student: str = "resnet18", student_width
         return distillation_loss(model(x), t_logits, temperature,
                                  labels=None if alpha == 1.0 else y, alpha=alpha)
 
+    def evaluate(net):
+        res, t_res = accuracy_on_test(net, data, dev), accuracy_on_test(teacher, data, dev)
+        return res, {**{f"test_{k}": v for k, v in res.items()},
+                     **{f"teacher_test_{k}": v for k, v in t_res.items()}}
+
     name = f"{teacher_run.name}-distill-{student}-w{student_width:g}-s{recipe.seed}"
     out = new_stage_dir(Path(out_dir) if out_dir else teacher_run.parent / name)
-    logger = MetricsLogger(out)
-    t0 = time.perf_counter()
-    fit_classifier(net, place_images(train.images, dev, cfg.data.on_device), labels, recipe,
-                   transform=finetune_augmentation(cfg, data), objective=objective,
-                   log=logger.log, progress=progress, desc=f"distill into {student}")
-    train_s = time.perf_counter() - t0
-    res, t_res = {}, {}
-    if test is not None and test.labels is not None:
-        tf = eval_augmentation(data)
-        res = evaluate_classifier(net, test.images, test.labels, tf, dev)
-        t_res = evaluate_classifier(teacher, test.images, test.labels, tf, dev)
-    logger.log({"event": "end", **res})
-    logger.close()
-    stage = {"stage": "distill", "teacher_run": str(teacher_run), "student": student,
-             "student_width": student_width, "head_layers": 0, "fc_in": backbone.feature_dim,
-             "num_classes": teacher.num_classes, "temperature": temperature, "alpha": alpha,
-             "unlabeled_images": len(train), "labelled_images": int((labels >= 0).sum()),
-             "recipe": {**asdict(recipe), "augmentation": "random resized crop + flip",
-                        "schedule": "cosine"}}
-    summary = {"stage": "distill", "epochs": recipe.epochs, "train_s": round(train_s, 2),
-               **{f"test_{k}": v for k, v in res.items()},
-               **{f"teacher_test_{k}": v for k, v in t_res.items()}}
-    write_stage(out, net.cpu(), student_cfg, stage, data.channels, summary, input_spec(data))
-    return out
+    info = {"stage": "distill", "teacher_run": str(teacher_run), "student": student,
+            "student_width": student_width, "head_layers": 0, "fc_in": backbone.feature_dim,
+            "num_classes": teacher.num_classes, "temperature": temperature, "alpha": alpha,
+            "unlabeled_images": len(train), "labelled_images": int((labels >= 0).sum()),
+            "recipe": recipe_info(recipe, "random resized crop + flip")}
+    return run_stage(out, net, train.images, labels, recipe, cfg=student_cfg, data=data,
+                     info=info, device=dev, transform=finetune_augmentation(cfg, data),
+                     objective=objective, evaluate=evaluate, progress=progress,
+                     desc=f"distill into {student}")

@@ -9,27 +9,23 @@ flips only, LARS and no weight decay in the paper.
 
 from __future__ import annotations
 
-import time
-from dataclasses import asdict
 from pathlib import Path
 
 import torch
 
-from selfsup.data.loader import place_images
 from selfsup.data.subsets import class_balanced_subset, load_subset, save_subset
 from selfsup.errors import ConfigError
-from selfsup.experiment import eval_augmentation, input_spec, load_data, resolve_device
-from selfsup.semi.classifier import (
+from selfsup.experiment import load_data, resolve_device
+from selfsup.stages import (
     classifier_from_pretrained,
-    evaluate_classifier,
     finetune_augmentation,
     fresh_model,
     new_stage_dir,
     pretrained_model,
-    write_stage,
+    run_stage,
 )
-from selfsup.train.logging import MetricsLogger
-from selfsup.train.supervised import SupervisedRecipe, fit_classifier
+from selfsup.stages.run import accuracy_on_test, recipe_info
+from selfsup.train.supervised import SupervisedRecipe
 
 
 def _subset_tag(fraction: float | None, per_class: int | None, subset_file) -> str:
@@ -65,7 +61,7 @@ def finetune(run_dir: str | Path, *, label_fraction: float | None = None,
         model = fresh_model(model, cfg, int(ckpt.get("in_channels", 3)))
     net = classifier_from_pretrained(model, head_layer, 1)  # checks k before loading data
     data = load_data(cfg)
-    train, test = data.memory, data.test
+    train = data.memory
     if train is None or train.labels is None:
         raise ConfigError(f"{cfg.data.dataset}: the train split has no labels to fine-tune on")
     if subset_file is not None:
@@ -74,7 +70,6 @@ def finetune(run_dir: str | Path, *, label_fraction: float | None = None,
         idx = class_balanced_subset(train.labels, label_fraction, per_class, seed=subset_seed)
     num_classes = int(train.labels.max()) + 1
     net = classifier_from_pretrained(model, head_layer, num_classes)
-    fc_in = net.fc.in_features
     tag = _subset_tag(label_fraction, per_class, subset_file)
     stage = "scratch" if scratch else "finetune"
     name = f"{run_dir.name}-{stage}-{tag}-k{head_layer}-s{recipe.seed}"
@@ -84,26 +79,18 @@ def finetune(run_dir: str | Path, *, label_fraction: float | None = None,
     net.to(dev)
     torch.manual_seed(recipe.seed)
     net.fc.reset_parameters()  # the classifier's init follows the fine-tuning seed
-    logger = MetricsLogger(out)
-    t0 = time.perf_counter()
-    labelled = place_images(train.read(idx), dev, cfg.data.on_device)  # a few % of the set
-    fit_classifier(net, labelled, train.labels[idx].to(dev), recipe,
-                   transform=finetune_augmentation(cfg, data), log=logger.log, progress=progress,
-                   desc=f"fine-tune k={head_layer} on {len(idx)} labels")
-    train_s = time.perf_counter() - t0
-    res = (evaluate_classifier(net, test.images, test.labels, eval_augmentation(data), dev)
-           if test is not None and test.labels is not None else {})
-    logger.log({"event": "end", **res})
-    logger.close()
+
+    def evaluate(net):
+        res = accuracy_on_test(net, data, dev)
+        return res, {"labelled_images": len(idx), **{f"test_{k}": v for k, v in res.items()}}
+
     info = {"stage": "finetune", "pretrain_run": str(run_dir), "scratch": scratch,
-            "head_layers": head_layer,
-            "fc_in": fc_in, "num_classes": num_classes, "label_fraction": label_fraction,
-            "per_class": per_class, "subset_file": str(subset_file) if subset_file else None,
+            "head_layers": head_layer, "fc_in": net.fc.in_features, "num_classes": num_classes,
+            "label_fraction": label_fraction, "per_class": per_class,
+            "subset_file": str(subset_file) if subset_file else None,
             "subset_seed": subset_seed, "labelled_images": len(idx),
-            "recipe": {**asdict(recipe), "augmentation": "random resized crop + flip",
-                       "schedule": "cosine"}}
-    summary = {"stage": "finetune", "labelled_images": len(idx), "epochs": recipe.epochs,
-               "train_s": round(train_s, 2), **{f"test_{k}": v for k, v in res.items()}}
-    write_stage(out, net.cpu(), cfg, info, int(ckpt.get("in_channels", 3)), summary,
-                input_spec(data))
-    return out
+            "recipe": recipe_info(recipe, "random resized crop + flip")}
+    return run_stage(out, net, train.read(idx), train.labels[idx], recipe, cfg=cfg, data=data,
+                     info=info, device=dev, transform=finetune_augmentation(cfg, data),
+                     evaluate=evaluate, progress=progress,
+                     desc=f"fine-tune k={head_layer} on {len(idx)} labels")
