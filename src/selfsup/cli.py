@@ -1,18 +1,17 @@
-"""The ``selfsup`` command line: thin argparse subcommands over the Python API.
+"""The ``selfsup`` command line: the parsers of every subcommand, and the dispatch.
 
-Every subcommand parses, builds a config, calls one stage and prints a
-result; a :class:`~selfsup.errors.SelfsupError` is printed as one line
-(``error: ...``) with exit status 2, never as a traceback.
+Every subcommand parses, then its handler in :mod:`selfsup.commands` builds
+a config, calls one stage and prints a result; a
+:class:`~selfsup.errors.SelfsupError` is printed as one line (``error: ...``)
+with exit status 2, never as a traceback.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import sys
-from pathlib import Path
 
+from selfsup.commands import HANDLERS, NO_OVERRIDES
 from selfsup.errors import SelfsupError
 
 EPILOG = """Any config key can be overridden as --section.key value, e.g.
@@ -91,9 +90,35 @@ def _parser() -> argparse.ArgumentParser:
     ex.add_argument("--out", default=None, help="output folder (default RUN/export)")
     ex.add_argument("--checkpoint", default="last.pt", help="file in RUN/checkpoints")
 
-    from selfsup.cluster.commands import add_commands
+    cl = sub.add_parser("cluster", help="k-means on a teacher's features -> pseudo-labels "
+                        "(Noroozi et al. 2018)", allow_abbrev=False, epilog=CLUSTER_EPILOG,
+                        formatter_class=argparse.RawDescriptionHelpFormatter)
+    cl.add_argument("teacher", metavar="RUN", help="any run folder, or an export folder")
+    cl.add_argument("--k", type=int, required=True, help="number of clusters")
+    cl.add_argument("--layer", default=None,
+                    help="backbone module to take features from, e.g. layer3 (default: output)")
+    cl.add_argument("--data", default=None,
+                    help="data set to pseudo-label (default: the teacher's own)")
+    cl.add_argument("--data-root", default=None, help="folder of --data's files")
+    cl.add_argument("--cluster-data", default=None,
+                    help="data set whose features are clustered (default: the teacher's own)")
+    cl.add_argument("--cluster-root", default=None, help="folder of --cluster-data's files")
+    cl.add_argument("--spherical", action="store_true", help="cosine k-means")
+    cl.add_argument("--iters", type=int, default=50, help="Lloyd iterations (default 50)")
+    cl.add_argument("--n-init", type=int, default=1, help="restarts, best inertia kept")
+    cl.add_argument("--seed", type=int, default=0)
+    cl.add_argument("--out", default=None, help="output folder (default beside RUN)")
+    cl.add_argument("--device", default="auto", help="auto | cpu | cuda")
+    cl.add_argument("--no-progress", action="store_true", help="no progress bar")
 
-    add_commands(sub)
+    tr = sub.add_parser("transfer", help="train a target architecture on a cluster run's "
+                        "pseudo-labels", allow_abbrev=False, epilog=TRANSFER_EPILOG,
+                        formatter_class=argparse.RawDescriptionHelpFormatter)
+    tr.add_argument("cluster_run", metavar="CLUSTER_RUN", help="a `selfsup cluster` folder")
+    tr.add_argument("--arch", default="resnet18", help="target architecture (default resnet18)")
+    tr.add_argument("--width", type=float, default=1.0, help="width multiplier")
+    tr.add_argument("--stem", default=None, help="cifar | imagenet (default: the teacher's)")
+    _stage_args(tr, epochs=30, weight_decay=5e-4)
 
     pk = sub.add_parser("pack", help="decode an image folder once into a memory-mapped store",
                         allow_abbrev=False, epilog=PACK_EPILOG,
@@ -130,99 +155,40 @@ OUT holds meta.json (written last: the store is complete only with it), and per 
 images.u8 (uint8 N x C x S x S), labels.npy, files.txt and skipped.jsonl (files left out,
 with the reason). A folder given as --data.dataset folder is packed like this on first use."""
 
+CLUSTER_EPILOG = """Examples:
+  selfsup cluster runs/simclr-big --k 100
+  selfsup cluster runs/simclr-big --k 100 --data mnist --data-root data/mnist   # label MNIST
+  selfsup cluster runs/moco/export --k 50 --data fashion-mnist --layer layer3
+Writes a cluster run folder (pseudo_labels.pt, centroids.pt, cluster.json,
+plots/cluster_sizes.png) that `selfsup transfer` takes. Extra --section.key value
+pairs override the teacher run's config (e.g. --data.root DIR for moved data)."""
+
+TRANSFER_EPILOG = """Example:
+  selfsup transfer runs/cluster-simclr-big-fashion-mnist-k100-s0 --arch resnet18 --width 0.25
+Trains the target from scratch on the cluster ids with the pretraining
+augmentation of the cluster run's config; the new run folder takes
+`selfsup knn`, `linear`, `export` and `finetune --from-head-layer 0`.
+Extra --section.key value pairs override the cluster run's config
+(e.g. --augment.recipe moco_v2, --data.root DIR)."""
+
+
 STAGE_EPILOG = ("Writes a new run folder (default beside the input run) that `selfsup knn`, "
                 "`linear` and `export` take. Extra --section.key value pairs override the "
                 "input run's config (e.g. --data.root DIR).")
 
 
-def _stage_args(p: argparse.ArgumentParser, epochs: int) -> None:
+def _stage_args(p: argparse.ArgumentParser, epochs: int, weight_decay: float = 0.0) -> None:
+    """The supervised loop's settings (and output, device) of finetune, distill and transfer."""
     p.add_argument("--epochs", type=int, default=epochs)
     p.add_argument("--lr", type=float, default=0.1)
     p.add_argument("--optimizer", choices=["sgd", "lars"], default="sgd")
     p.add_argument("--batch-size", type=int, default=256)
-    p.add_argument("--weight-decay", type=float, default=0.0, help="(default 0, as the paper)")
+    p.add_argument("--weight-decay", type=float, default=weight_decay,
+                   help=None if weight_decay else "(default 0, as the paper)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default=None, help="output run folder")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
-
-
-def _stage(args, extra: list[str]) -> int:
-    from selfsup.semi import distill, finetune
-    from selfsup.train.supervised import SupervisedRecipe
-
-    recipe = SupervisedRecipe(epochs=args.epochs, lr=args.lr, batch_size=args.batch_size,
-                              weight_decay=args.weight_decay, seed=args.seed,
-                              optimizer=args.optimizer)
-    common = dict(recipe=recipe, out_dir=args.out, device=args.device, overrides=extra,
-                  progress=not args.no_progress)
-    if args.command == "finetune":
-        out = finetune(args.run, label_fraction=args.label_fraction, per_class=args.per_class,
-                       subset_file=args.subset, subset_seed=args.subset_seed,
-                       head_layer=args.from_head_layer, scratch=args.scratch, **common)
-    else:
-        out = distill(args.teacher, student=args.student, student_width=args.student_width,
-                      temperature=args.temperature, alpha=args.alpha, **common)
-    s = json.loads((out / "summary.json").read_text())
-    print(f"run folder: {out}")
-    if "test_top1" in s:
-        print(f"{args.command}: test top-1 {100 * s['test_top1']:.2f} %, top-5 "
-              f"{100 * s['test_top5']:.2f} % ({s['epochs']} epochs, {s['train_s']:.0f} s)")
-    return 0
-
-
-def _pretrain(args, extra: list[str]) -> int:
-    from selfsup.config import load_config
-    from selfsup.eval.protocols import describe
-    from selfsup.experiment import run_config
-    from selfsup.train.pretrain import pretrain
-
-    if args.resume:
-        if args.config:
-            raise SelfsupError("--resume takes the run's own config; drop --config")
-        cfg = run_config(args.resume, extra)
-        run_dir = pretrain(cfg, run_dir=args.resume, resume=True)
-    else:
-        cfg = load_config(args.config or "quickstart", extra)
-        run_dir = pretrain(cfg)
-    if int(os.environ.get("RANK", "0")) != 0:
-        # Under torchrun only rank 0 writes summary.json, and the process group is already
-        # gone here, so the launcher's RANK is what tells the ranks apart.
-        return 0
-    summary = json.loads((Path(run_dir) / "summary.json").read_text())
-    print(f"run folder: {run_dir}")
-    loss = summary.get("final_loss")  # None: no step was logged
-    loss_s = "unknown" if loss is None else f"{loss:.4f}"
-    print(f"trained {summary['epochs']:.2f} epochs ({summary['steps']} steps) in "
-          f"{summary['train_s']:.0f} s, final loss {loss_s}")
-    if "final_knn_top1" in summary:
-        rec = {"protocol": {"name": "knn", "k": cfg.eval.knn_k,
-                            "temperature": cfg.eval.knn_temperature},
-               "dataset": cfg.data.dataset, "method": cfg.method.name,
-               "backbone": f"{cfg.model.backbone} {cfg.model.stem} w{cfg.model.width:g}",
-               "pretrain_epochs": summary["epochs"], "top1": summary["final_knn_top1"],
-               "top5": summary["final_knn_top5"], "train_images": summary.get("train_images"),
-               "test_images": summary.get("test_images")}
-        print(describe(rec))
-    return 0
-
-
-def _pack(args) -> int:
-    from selfsup.data.pack import pack_folder
-    from selfsup.data.store import read_meta
-
-    channels = args.channels if args.channels == "auto" else int(args.channels)
-    out = pack_folder(args.src, args.out, args.size, workers=args.workers, channels=channels,
-                      decoder=args.decoder, progress=not args.no_progress)
-    meta = read_meta(out)
-    parts = [f"{v['images']} {k}" for k, v in meta["splits"].items()]
-    print(f"packed {' + '.join(parts)} images at {meta['size']} px, {meta['channels']} "
-          f"channel{'s' if meta['channels'] > 1 else ''}, {len(meta['classes'])} classes "
-          f"into {out}")
-    for k, v in meta["splits"].items():
-        if v["skipped"]:
-            print(f"{k}: {v['skipped']} files left out, with reasons: {out / k / 'skipped.jsonl'}")
-    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -240,58 +206,15 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 0
     try:
-        if args.command == "pretrain":
-            return _pretrain(args, extra)
-        if args.command in ("finetune", "distill"):
-            return _stage(args, extra)
-        if extra and args.command in ("export", "presets", "plot", "pack"):
+        if extra and args.command in NO_OVERRIDES:
             raise SelfsupError(f"selfsup {args.command}: unrecognized arguments: {' '.join(extra)}")
-        if args.command in ("cluster", "transfer"):
-            from selfsup.cluster.commands import run_command
-
-            return run_command(args, extra)
-        if args.command == "pack":
-            return _pack(args)
-        if args.command == "knn":
-            from selfsup.eval.protocols import describe, evaluate_knn
-
-            rec = evaluate_knn(args.run, k=args.k, temperature=args.temperature, overrides=extra,
-                               checkpoint=args.checkpoint, device=args.device)
-            print(describe(rec))
-        elif args.command == "linear":
-            from selfsup.eval.protocols import describe, evaluate_linear
-            from selfsup.train.supervised import SupervisedRecipe
-
-            recipe = SupervisedRecipe(epochs=args.epochs, lr=args.lr, batch_size=args.batch_size,
-                                      weight_decay=args.weight_decay, seed=args.seed)
-            rec = evaluate_linear(args.run, recipe, overrides=extra, checkpoint=args.checkpoint,
-                                  device=args.device)
-            print(describe(rec))
-        elif args.command == "export":
-            from selfsup.export import export_run
-
-            out = export_run(args.run, args.out, checkpoint=args.checkpoint)
-            print(f"exported backbone to {out}/model.safetensors and {out}/config.json")
-        elif args.command == "presets":
-            from selfsup.config import preset_names
-
-            print("\n".join(preset_names()))
-        elif args.command == "plot":
-            from selfsup.plots import plot_runs
-
-            missing = [r for r in args.runs if not (Path(r) / "metrics.jsonl").is_file()]
-            if missing:
-                raise SelfsupError(f"{missing[0]}: not a run folder (no metrics.jsonl)")
-            written = plot_runs(args.runs, args.out, args.epochs)
-            hint = "nothing to plot (no metrics, or no matplotlib: pip install 'selfsup[plot]')"
-            print("\n".join(map(str, written)) if written else hint)
+        return HANDLERS[args.command](args, extra)
     except SelfsupError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted; resume with: selfsup pretrain --resume RUN", file=sys.stderr)
         return 130
-    return 0
 
 
 if __name__ == "__main__":
