@@ -1,4 +1,5 @@
-"""Shared fixtures: where the real data sets live, and a tiny fast pretraining config."""
+"""Shared fixtures: where the real data sets live, a tiny fast pretraining config, and a
+backbone whose output turns NaN."""
 
 from __future__ import annotations
 
@@ -6,9 +7,14 @@ import os
 from pathlib import Path
 
 import pytest
+from torch import nn
 
 
 def shared_data_dir() -> Path | None:
+    """``$SELFSUP_SHARED_DATA``, else the first ``shared/data`` above this file, else None.
+
+    The real data (read-only, never copied into the repository); tests that need it skip
+    when it is absent."""
     env = os.environ.get("SELFSUP_SHARED_DATA")
     if env:
         return Path(env) if Path(env).is_dir() else None
@@ -57,3 +63,32 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+class _GoesNaN(nn.Module):
+    """A backbone whose output turns NaN after ``after`` training forward calls."""
+
+    def __init__(self, after: int) -> None:
+        super().__init__()
+        self.net = nn.Sequential(nn.Conv2d(1, 8, 3), nn.AdaptiveAvgPool2d(1), nn.Flatten())
+        self.feature_dim = 8
+        self.calls, self.after = 0, after
+
+    def forward(self, x):
+        if self.training:
+            self.calls += 1
+        out = self.net(x)
+        return out * float("nan") if self.calls > self.after else out
+
+
+def _goes_nan_after_6(**kwargs) -> nn.Module:
+    return _GoesNaN(after=6)
+
+
+@pytest.fixture
+def nan_backbone() -> str:
+    """The name of a registered backbone whose output is NaN from its 7th training step on."""
+    from selfsup.models import register_backbone
+
+    register_backbone("conftest_goes_nan")(_goes_nan_after_6)  # idempotent: same function
+    return "conftest_goes_nan"

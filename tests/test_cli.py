@@ -79,10 +79,8 @@ def test_image_folder_with_unreadable_file(capsys, tiny_args, tmp_path):
     assert "broken.png" in skipped and "not an image" in skipped
 
 
-def test_nan_loss_is_one_line(capsys, tiny_args):
-    import tests.train.test_pretrain  # noqa: F401  registers the test_goes_nan backbone
-
-    err = _error_line(capsys, ["pretrain", *tiny_args, "--model.backbone", "test_goes_nan",
+def test_nan_loss_is_one_line(capsys, tiny_args, nan_backbone):
+    err = _error_line(capsys, ["pretrain", *tiny_args, "--model.backbone", nan_backbone,
                                "--train.epochs", "4"])
     assert "loss became nan" in err
 

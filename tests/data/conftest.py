@@ -1,13 +1,12 @@
 """Fixtures shared by the data tests: where the real shared data sets are, and an IDX writer.
 
-The real data (``shared/data``, read-only, never copied into the repository) is found through
-``$SELFSUP_SHARED_DATA`` or by walking up from this file; tests that need it skip when absent.
+The real data (``shared/data``) is found by :func:`tests.conftest.shared_data_dir`
+(``$SELFSUP_SHARED_DATA`` or walking up from the tests); tests that need it skip when absent.
 """
 
 from __future__ import annotations
 
 import gzip
-import os
 import struct
 from collections.abc import Callable
 from pathlib import Path
@@ -15,20 +14,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-
-def find_shared_data() -> Path | None:
-    """``$SELFSUP_SHARED_DATA``, else the first ``shared/data`` above this file, else None."""
-    if os.environ.get("SELFSUP_SHARED_DATA"):
-        path = Path(os.environ["SELFSUP_SHARED_DATA"])
-        return path if path.is_dir() else None
-    for parent in Path(__file__).resolve().parents:
-        if (parent / "shared" / "data").is_dir():
-            return parent / "shared" / "data"
-    return None
+from tests.conftest import shared_data_dir
 
 
 def _shared(sub: str) -> Path:
-    root = find_shared_data()
+    root = shared_data_dir()
     if root is None or not (root / sub).is_dir():
         pytest.skip(f"shared data {sub!r} not found (set SELFSUP_SHARED_DATA to shared/data)")
     return root / sub
