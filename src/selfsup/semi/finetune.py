@@ -4,7 +4,8 @@ Chen et al. (arXiv 2006.10029), §2 and §4: the pretrained encoder and the
 first k layers of its projection head, plus a new linear classifier, are all
 trained on 1 % or 10 % of the labels ("fine-tune from the first layer of the
 projection head", k = 1; k = 0 is SimCLR v1's choice), with random crops and
-flips only, LARS and no weight decay in the paper.
+flips only, LARS and no weight decay in the paper. Results are reported as
+the ``finetune-1pct`` / ``finetune-10pct`` protocols of docs/protocols.md.
 """
 
 from __future__ import annotations
