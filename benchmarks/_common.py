@@ -1,4 +1,4 @@
-"""What every benchmark shares: the results file (PROTOCOLS.md format) and the table."""
+"""What every benchmark shares: the results file (docs/protocols.md format) and the table."""
 
 from __future__ import annotations
 

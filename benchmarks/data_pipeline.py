@@ -3,7 +3,7 @@ pretraining step fed from a store against the same step fed from memory and the 
 
 A photo-like folder is generated first (JPEG, 340-480 px sides, ~90 KB, smooth colour fields
 with texture and noise, so the decoder does a real photo's work). Then, in one process run
-after run (PROTOCOLS.md: same machine, one after the other, ratios):
+after run (docs/protocols.md: same machine, one after the other, ratios):
 
 1. ``selfsup pack`` of the 10k folder at 96 / 160 / 224 px with one decoding worker
    (img/s per worker), at 224 px with all CPUs, and with simplejpeg where installed;

@@ -6,7 +6,7 @@ and both starting at half the budget), SimCLR and SimCLR + FT (both); on
 Fashion-MNIST also the MoCo momentum sweep m in {0.5, 0.9, 0.99} (0.99 is the
 MoCo v2 row) with its score plots.
 
-Protocol (PROTOCOLS.md): pretraining on the train split, labels unused;
+Protocol (docs/protocols.md): pretraining on the train split, labels unused;
 ``knn-200`` (k=200, T=0.1, cosine on backbone features, the whole train split
 as memory, the test split as queries), by the loop's final monitor. Backbone
 ResNet-18, CIFAR stem, width 0.25; batch 256. The optimisation is that of the

@@ -3,7 +3,7 @@
 SimCLR by default; ``--method moco`` runs MoCo v2 (preset moco-v2-fashion-mnist
 against lightly's documented MoCo recipe) and writes moco_quality.json.
 
-Protocol (PROTOCOLS.md): full Fashion-MNIST train split (60,000 images, labels
+Protocol (docs/protocols.md): full Fashion-MNIST train split (60,000 images, labels
 unused) for pretraining; ``knn-200`` (k=200, T=0.1, cosine on backbone
 features, train split as memory, test split as queries) for every system,
 computed by the same selfsup code. Same backbone (ResNet-18, CIFAR stem,

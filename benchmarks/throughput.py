@@ -1,6 +1,6 @@
 """Training throughput: end to end (data + augmentation + step) against the bare model step.
 
-PROTOCOLS.md: images/s after warm-up. "end to end" is the pretraining loop's
+docs/protocols.md: images/s after warm-up. "end to end" is the pretraining loop's
 own step (batch from the resident uint8 set, two augmented views on the
 device, forward/backward/LARS update); "bare step" is forward + backward +
 optimiser on views already augmented and on the device, in the same process,

@@ -1,4 +1,4 @@
-"""Linear probe on frozen features (``linear-feat`` in PROTOCOLS.md).
+"""Linear probe on frozen features (``linear-feat`` in docs/protocols.md).
 
 "a linear classifier is trained on top of the frozen base network" (SimCLR
 §B.5; MoCo §4.1). Features of the un-augmented train split are computed once,

@@ -1,4 +1,4 @@
-"""Run-level evaluation: the protocols of PROTOCOLS.md applied to a run folder.
+"""Run-level evaluation: the protocols of docs/protocols.md applied to a run folder.
 
 Each writes ``<run>/eval/<protocol>.json`` and returns the same record, with
 the protocol spelled out so a number is never quoted without it.

@@ -1,4 +1,4 @@
-"""The k-NN monitor run during pretraining (``knn-200`` in PROTOCOLS.md)."""
+"""The k-NN monitor run during pretraining (``knn-200`` in docs/protocols.md)."""
 
 from __future__ import annotations
 
