@@ -42,18 +42,18 @@ from selfsup.train.logging import read_jsonl  # noqa: E402
 from selfsup.train.pretrain import pretrain  # noqa: E402
 
 PRESETS = {"moco": "moco-v2-fashion-mnist", "simclr": "simclr-fashion-mnist"}
-EX, IN = ["--method.ft_extrapolate", "true"], ["--method.ft_interpolate", "true"]
+EX, IN = ["--method.ft.extrapolate", "true"], ["--method.ft.interpolate", "true"]
 # name -> (method, overrides); ``None`` in place of the start epoch means "half the budget"
 CONDITIONS: dict[str, tuple[str, list[str]]] = {
     "moco_v2": ("moco", []),
     "moco_v2+ex": ("moco", EX),
     "moco_v2+in": ("moco", IN),
     "moco_v2+ex+in": ("moco", EX + IN),
-    "moco_v2+ex+in@half": ("moco", EX + IN + ["--method.ft_start_epoch", "HALF"]),
+    "moco_v2+ex+in@half": ("moco", EX + IN + ["--method.ft.start_epoch", "HALF"]),
     "simclr": ("simclr", ["--method.temperature", "0.2"]),
     "simclr+ex+in": ("simclr", ["--method.temperature", "0.2"] + EX + IN),
-    "moco_v2_m0.9": ("moco", ["--method.momentum", "0.9"]),
-    "moco_v2_m0.5": ("moco", ["--method.momentum", "0.5"]),
+    "moco_v2_m0.9": ("moco", ["--method.moco.momentum", "0.9"]),
+    "moco_v2_m0.5": ("moco", ["--method.moco.momentum", "0.5"]),
 }
 SWEEP = ["moco_v2_m0.5", "moco_v2_m0.9", "moco_v2"]  # m = 0.5, 0.9, 0.99
 FT_PLOT = ["moco_v2", "moco_v2+ex", "moco_v2+in", "moco_v2+ex+in", "moco_v2+ex+in@half"]
@@ -76,7 +76,7 @@ DATASETS = {
     "cifar10-5k": {"dataset": "cifar10",
                        "root": shared("cifar10-subset", "cifar-10-batches-py-first1000"),
                        "images": 5_000, "steps": 120,
-                       "extra": ["--method.queue_size", "1024", "--data.verify", "warn"],
+                       "extra": ["--method.moco.queue_size", "1024", "--data.verify", "warn"],
                        "conditions": [c for c in CONDITIONS
                                       if c not in SWEEP[:2] and not c.endswith("@half")]},
 }

@@ -67,7 +67,7 @@ def main() -> None:
                        args.steps, device)
         n = args.batch
         if method == "moco":
-            l_pos, l_neg = torch.rand(n, device=device), torch.rand(n, cfg.method.queue_size,
+            l_pos, l_neg = torch.rand(n, device=device), torch.rand(n, cfg.method.moco.queue_size,
                                                                   device=device)
         else:
             l_pos, l_neg = torch.rand(2 * n, device=device), torch.rand(2 * n, 2 * n - 2,

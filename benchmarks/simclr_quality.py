@@ -140,6 +140,7 @@ def main() -> None:
     summary, run = run_selfsup(args, work)
     backbone, cfg, _ = load_run_backbone(run)
     acc = knn_eval(backbone, train, test)
+    mo = cfg.method.moco
     rows.append({"system": "selfsup", **common, "epochs": summary["epochs"],
                  "train_s": summary["train_s"], "value": acc["top1"], "top5": acc["top5"],
                  "images_per_s": summary["images_seen"] / summary["train_s"],
@@ -147,8 +148,8 @@ def main() -> None:
                             "lr": base_lr_for(cfg), "weight_decay": cfg.optim.weight_decay,
                             "temperature": cfg.method.temperature,
                             "augment": cfg.augment.recipe, "crop_scale": cfg.augment.crop_scale,
-                            "momentum": cfg.method.momentum if args.method == "moco" else None,
-                            "queue_size": cfg.method.queue_size if args.method == "moco" else None,
+                            "momentum": mo.momentum if args.method == "moco" else None,
+                            "queue_size": mo.queue_size if args.method == "moco" else None,
                             "planned_steps": summary["planned_steps"],
                             "schedule": f"warmup {cfg.optim.warmup_epochs:.2f} ep + cosine "
                                         "over planned steps"}})

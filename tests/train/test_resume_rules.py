@@ -8,6 +8,7 @@ import socket
 import subprocess
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import pytest
@@ -138,3 +139,15 @@ def test_timeout_setting_is_checked(tiny_args, capsys):
 def test_resume_records_nothing_for_a_new_run(tiny_args, tmp_path):
     assert _run(tiny_args) == 0
     assert not Path(tmp_path / "runs" / "r" / "resumes.jsonl").exists()
+
+
+def test_an_older_run_with_flat_method_keys_is_compared_in_sections(tmp_path):
+    """config.yaml of runs made before the method sections: its flat keys still count."""
+    from selfsup.train.resume import config_changes
+
+    (tmp_path / "config.yaml").write_text("method:\n  name: moco\n  queue_size: 4096\n")
+    cfg = load_config("moco-v2-fashion-mnist", ["--method.moco.queue_size", "1024"])
+    with warnings.catch_warnings():  # the flat key's deprecation note (once per process)
+        warnings.simplefilter("ignore", FutureWarning)
+        changes = config_changes(tmp_path, cfg)
+    assert changes["method.moco.queue_size"] == (4096, 1024)

@@ -19,8 +19,7 @@ from torch import Tensor, nn
 
 from selfsup.config import Config
 from selfsup.config.method_checks import check_temperature
-from selfsup.distributed import gather_with_grad, rank
-from selfsup.losses import nt_xent
+from selfsup.losses.ntxent import candidates, loss_from_scores, nt_xent_scores
 from selfsup.methods.base import Method
 from selfsup.methods.feature_transform import FeatureTransform
 from selfsup.methods.registry import register_method
@@ -52,12 +51,7 @@ def nt_xent_ft(z1: Tensor, z2: Tensor, temperature: float, ft: FeatureTransform,
     before /τ: cosines when no FT is applied or with ``ft.renormalize``.
     """
     n = z1.shape[0]
-    z_all = torch.cat([gather_with_grad(z1), gather_with_grad(z2)])  # 2M x d
-    m2 = z_all.shape[0]
-    m = m2 // 2
-    local = torch.arange(n, device=z1.device) + rank() * n  # N: this rank's rows in z1_all
-    self_idx = torch.cat([local, local + m])  # 2N: each anchor's column in z_all
-    pos_idx = torch.cat([local + m, local])  # 2N: its other view
+    z_all, self_idx, pos_idx = candidates(z1, z2)  # 2M x d, 2N, 2N
     anchors, partners = torch.cat([z1, z2]), torch.cat([z2, z1])  # 2N x d each
     if ft.extrapolate:
         z1_hat, z2_hat = ft.positives(z1, z2, generator)  # N x d each
@@ -75,13 +69,8 @@ def nt_xent_ft(z1: Tensor, z2: Tensor, temperature: float, ft: FeatureTransform,
     else:
         scores = torch.einsum("nc,mc->nm", anchors, z_all)  # 2N x 2M
     scores = scores.index_put((rows, pos_idx), l_pos)  # 2N x 2M: the un-mixed positive
-    self_mask = torch.zeros_like(scores, dtype=torch.bool)  # 2N x 2M
-    self_mask[rows, self_idx] = True
     l_neg = drop_two_columns(scores, self_idx, pos_idx)  # 2N x 2(M-1)
-    if scores.dtype in (torch.float16, torch.bfloat16):
-        scores = scores.float()  # a softmax in half precision loses the positive's margin
-    logits = scores.masked_fill(self_mask, float("-inf")) / temperature  # 2N x 2M
-    return F.cross_entropy(logits, pos_idx), l_pos, l_neg
+    return loss_from_scores(scores, self_idx, pos_idx, temperature), l_pos, l_neg
 
 
 class SimCLR(Method):
@@ -126,8 +115,8 @@ class SimCLR(Method):
             gen = self._generator(z.device)
             loss, l_pos, l_neg = nt_xent_ft(z1, z2, self.temperature, self.ft, gen)
         else:
-            loss = nt_xent(z1, z2, self.temperature)
-            l_pos, l_neg = _plain_scores(z.detach(), n)
+            loss, scores, self_idx, pos_idx = nt_xent_scores(z1, z2, self.temperature)
+            l_pos, l_neg = _plain_scores(scores.detach(), self_idx, pos_idx)
         return loss, {"loss": loss.detach(), **score_stats(l_pos, l_neg, self.score_bins)}
 
     def extra_repr(self) -> str:
@@ -135,13 +124,11 @@ class SimCLR(Method):
 
 
 @torch.no_grad()
-def _plain_scores(z: Tensor, n: int) -> tuple[Tensor, Tensor]:
-    """Cosine ``l_pos`` (2N,) and ``l_neg`` (2N, 2(N − 1)) of the views ``z`` (2N, d)."""
-    z = F.normalize(z.float(), dim=1)  # 2N x d
-    s = z @ z.T  # 2N x 2N
-    rows = torch.arange(2 * n, device=z.device)
-    pos_idx = (rows + n) % (2 * n)  # 2N: the other view
-    return s[rows, pos_idx], drop_two_columns(s, rows, pos_idx)  # 2N, 2N x 2(N-1)
+def _plain_scores(scores: Tensor, self_idx: Tensor, pos_idx: Tensor) -> tuple[Tensor, Tensor]:
+    """Cosine ``l_pos`` (2N,) and ``l_neg`` (2N, 2(M − 1)) from the scores ``nt_xent`` used."""
+    s = scores.float()  # 2N x 2M
+    rows = torch.arange(s.shape[0], device=s.device)
+    return s[rows, pos_idx], drop_two_columns(s, self_idx, pos_idx)  # 2N, 2N x 2(M-1)
 
 
 @register_method("simclr")

@@ -127,7 +127,7 @@ class PretrainRun:
                     f"mean positive score {self.last['pos_sim']:.4f}, mean negative score "
                     f"{self.last['neg_sim']:.4f}, negative variance {self.last['neg_var']:.2g}; "
                     f"every embedding is nearly the same vector (try a lower optim.lr or a later "
-                    f"method.ft_start_epoch)", stacklevel=2)
+                    f"method.ft.start_epoch)", stacklevel=2)
         ips = synced.steps * self.cfg.train.batch_size / max(synced.seconds, 1e-9)
         self.logger.log({"step": step, "epoch": round(step / spe, 4), "lr": lr, **self.last,
                          "images_per_s": round(ips, 1)})

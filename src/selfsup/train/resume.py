@@ -21,7 +21,7 @@ from pathlib import Path
 
 import yaml
 
-from selfsup.config import Config
+from selfsup.config import Config, upgrade_flat_keys
 from selfsup.errors import ConfigError
 from selfsup.runs import RunFolder
 
@@ -47,7 +47,8 @@ def config_changes(run_dir: Path, cfg: Config) -> dict[str, tuple]:
     if not path.is_file():
         return {}
     try:
-        saved = _flat(yaml.safe_load(path.read_text()) or {})
+        # an older run's flat method keys, in the sections they have now
+        saved = _flat(upgrade_flat_keys(yaml.safe_load(path.read_text()) or {}))
     except yaml.YAMLError:
         return {}
     new = _flat(cfg.to_dict())
