@@ -89,39 +89,48 @@ def fit_classifier(
         raise ValueError("no training examples")
     opt = _optimizer(model, recipe)
     objective = objective or (lambda m, x, y: loss_fn(m(x), y))
-    n = len(inputs)
-    steps_per_epoch = max(n // recipe.batch_size, 1)
-    total = recipe.epochs * steps_per_epoch
+    steps_per_epoch = max(len(inputs) // recipe.batch_size, 1)
     g = torch.Generator().manual_seed(recipe.seed)
     aug_gen = torch.Generator(device=device).manual_seed(recipe.seed)
     history = []
     model.train()
-    bar = tqdm(range(recipe.epochs), desc=desc, disable=not progress, leave=False)
-    for epoch in bar:
-        perm = torch.randperm(n, generator=g)
+    # the bar counts steps, not epochs: one long epoch (distillation) must not sit at 0/1
+    bar = tqdm(total=recipe.epochs * steps_per_epoch, desc=desc, disable=not progress,
+               leave=False, unit="step")
+    for epoch in range(recipe.epochs):
+        perm = torch.randperm(len(inputs), generator=g)
         running = torch.zeros((), device=device)
         for i in range(steps_per_epoch):
-            step = epoch * steps_per_epoch + i
-            for group in opt.param_groups:
-                group["lr"] = warmup_cosine(step, total, 0, recipe.lr)
             idx = perm[i * recipe.batch_size : (i + 1) * recipe.batch_size]
             x = inputs[idx.to(inputs.device)].to(device, non_blocking=True)
             y = labels[idx.to(labels.device)].to(device, non_blocking=True)
             if transform is not None:
                 x = transform(x, aug_gen)
-            loss = objective(model, x, y)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            running += loss.detach()
+            running += _step(model, opt, objective, x, y, recipe, epoch * steps_per_epoch + i,
+                             recipe.epochs * steps_per_epoch)
+            bar.update(1)
         history.append(running.item() / steps_per_epoch)
         if not math.isfinite(history[-1]):
+            bar.close()
             raise FloatingPointError(f"{desc}: loss became {history[-1]} in epoch {epoch + 1}; "
                                      f"try a lower lr (now {recipe.lr:g})")
-        bar.set_postfix(loss=f"{history[-1]:.4f}")
+        bar.set_postfix(epoch=epoch + 1, loss=f"{history[-1]:.4f}")
         if log is not None:
             log({"epoch": epoch + 1, "loss": history[-1], "lr": opt.param_groups[0]["lr"]})
+    bar.close()
     return history
+
+
+def _step(model: nn.Module, opt: torch.optim.Optimizer, objective, x: Tensor, y: Tensor,
+          recipe: SupervisedRecipe, step: int, total: int) -> Tensor:
+    """One update at the cosine learning rate of ``step``; the detached loss."""
+    for group in opt.param_groups:
+        group["lr"] = warmup_cosine(step, total, 0, recipe.lr)
+    loss = objective(model, x, y)
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+    return loss.detach()
 
 
 @torch.no_grad()
