@@ -20,8 +20,6 @@ Layout of a store folder::
 from __future__ import annotations
 
 import json
-import multiprocessing as mp
-import os
 import shutil
 import time
 from pathlib import Path
@@ -29,61 +27,34 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from selfsup.data.decode import DECODERS, GRAY_MODES, DecodeError, decode, probe
+from selfsup.data.decode import DECODERS, GRAY_MODES
 from selfsup.data.folder import Listing, list_splits, listing_hash
+from selfsup.data.pack_jobs import (
+    ProgressLog,
+    available_cpus,
+    make_pool,
+    pack_chunk,
+    probe_chunk,
+    squeeze,
+    write_json,
+)
 from selfsup.errors import ConfigError, DataError
 
 FORMAT, VERSION = "selfsup-store", 1
+_pack_chunk = pack_chunk  # looked up here at call time (a test interrupts a pack through it)
 _OWN = ("meta.json", "state.json", "progress.jsonl", "train", "test")
 
 
-def available_cpus() -> int:
-    """The CPUs this process may run on (its affinity mask, not the machine's count)."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # macOS, Windows
-        return max(1, os.cpu_count() or 1)
 
 
-def _write_json(path: Path, obj: dict) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(obj, indent=1))
-    os.replace(tmp, path)
 
 
-def _probe_chunk(job: tuple[list[str]]) -> list[str]:
-    """``mode WxH`` of each file, or ``!reason`` for a file whose header is unreadable."""
-    out = []
-    for path in job[0]:
-        try:
-            out.append(probe(path))
-        except DecodeError as exc:
-            out.append(f"!{exc}")
-    return out
 
 
-def _pack_chunk(job: tuple) -> tuple:
-    """Decode one chunk and write its rows at ``first`` of ``target``; stats of the good rows."""
-    key, target, first, paths, size, channels, decoder = job
-    block = np.zeros((len(paths), channels, size, size), np.uint8)
-    bad = []
-    for i, path in enumerate(paths):
-        try:
-            block[i] = decode(path, size, channels, decoder).transpose(2, 0, 1)
-        except DecodeError as exc:
-            bad.append([i, str(exc)])
-    good = np.ones(len(paths), bool)
-    good[[i for i, _ in bad]] = False
-    # per-channel histograms give exact sums and sums of squares at a fraction of the cost
-    # of float arithmetic on every pixel (measured: 18 ms against 376 ms per 64 x 224 px)
-    hist = [np.bincount(block[good, c].ravel(), minlength=256).tolist()
-            for c in range(channels)]
-    fd = os.open(target, os.O_WRONLY)
-    try:
-        os.pwrite(fd, block.tobytes(), first * block[0].nbytes)
-    finally:
-        os.close(fd)
-    return key, bad, hist
+
+
+
+
 
 
 def _check_out(out: Path) -> None:
@@ -98,34 +69,10 @@ def _check_out(out: Path) -> None:
                             "choose an empty or new folder")
 
 
-class _Progress:
-    """progress.jsonl: the probe, every finished chunk, compaction; a torn last line is ignored."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self.records = []
-        if path.is_file():
-            for line in path.read_text().splitlines():
-                try:
-                    self.records.append(json.loads(line))
-                except json.JSONDecodeError:
-                    break  # killed mid-write: everything after is lost anyway
-        self._f = open(path, "a")
-
-    def add(self, record: dict) -> None:
-        self.records.append(record)
-        self._f.write(json.dumps(record) + "\n")
-        self._f.flush()
-
-    def close(self) -> None:
-        self._f.close()
 
 
-def _pool(workers: int):
-    if workers <= 0:
-        return None
-    method = "fork" if "fork" in mp.get_all_start_methods() else "spawn"
-    return mp.get_context(method).Pool(workers)
+
+
 
 
 def auto_size(modes: dict[str, list[str]], cap: int = 224) -> int:
@@ -152,18 +99,7 @@ def pack_folder(src: str | Path, out: str | Path, size: int | str, *, workers: i
         chunk: files per job; a killed pack loses at most one chunk per worker.
     """
     src, out = Path(src).expanduser(), Path(out).expanduser()
-    if size != "auto" and (not isinstance(size, int) or isinstance(size, bool) or size < 8):
-        raise ConfigError(f"pack size must be an integer >= 8 (the stored side), got {size!r}")
-    if channels not in (1, 3, "auto"):
-        raise ConfigError(f"pack channels must be 1, 3 or auto, got {channels!r}")
-    if decoder not in DECODERS:
-        raise ConfigError(f"pack decoder must be one of {', '.join(DECODERS)}, got {decoder!r}")
-    if decoder == "simplejpeg":
-        try:
-            import simplejpeg  # noqa: F401
-        except ImportError:
-            raise ConfigError("decoder simplejpeg is not installed: "
-                              "pip install 'selfsup[fast-jpeg]'") from None
+    _check_settings(size, channels, decoder)
     workers = available_cpus() if workers is None else int(workers)
     splits = list_splits(src)
     settings = {"format": FORMAT, "version": VERSION, "size": size, "channels": channels,
@@ -174,17 +110,9 @@ def pack_folder(src: str | Path, out: str | Path, size: int | str, *, workers: i
         meta = json.loads(meta_file.read_text())
         if meta.get("listing_hash") == digest:
             return out  # already packed from exactly these files and settings
-    _check_out(out)
-    state = out / "state.json"
-    if not (state.is_file() and json.loads(state.read_text()).get("listing_hash") == digest):
-        for name in _OWN:  # another listing or other settings: start over
-            p = out / name
-            shutil.rmtree(p) if p.is_dir() else p.unlink(missing_ok=True)
-        out.mkdir(parents=True, exist_ok=True)
-        _write_json(state, {"listing_hash": digest, "source": str(src.resolve()),
-                            "settings": settings})
-    log = _Progress(out / "progress.jsonl")
-    pool = _pool(workers)
+    state = _start_or_resume(src, out, digest, settings)
+    log = ProgressLog(out / "progress.jsonl")
+    pool = make_pool(workers)
     try:
         modes = _probe(src, splits, log, pool, chunk, progress)
         c = channels if channels != "auto" else (
@@ -201,13 +129,42 @@ def pack_folder(src: str | Path, out: str | Path, size: int | str, *, workers: i
             "source": str(src.resolve()), "settings": settings, "size": size, "channels": c,
             "classes": splits["train"].classes, "splits": results,
             "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
-    _write_json(meta_file, meta)  # last: its presence means the store is complete
+    write_json(meta_file, meta)  # last: its presence means the store is complete
     state.unlink(missing_ok=True)
     (out / "progress.jsonl").unlink(missing_ok=True)
     return out
 
 
-def _probe(src: Path, splits: dict[str, Listing], log: _Progress, pool, chunk: int,
+def _check_settings(size, channels, decoder: str) -> None:
+    if size != "auto" and (not isinstance(size, int) or isinstance(size, bool) or size < 8):
+        raise ConfigError(f"pack size must be an integer >= 8 (the stored side), got {size!r}")
+    if channels not in (1, 3, "auto"):
+        raise ConfigError(f"pack channels must be 1, 3 or auto, got {channels!r}")
+    if decoder not in DECODERS:
+        raise ConfigError(f"pack decoder must be one of {', '.join(DECODERS)}, got {decoder!r}")
+    if decoder == "simplejpeg":
+        try:
+            import simplejpeg  # noqa: F401
+        except ImportError:
+            raise ConfigError("decoder simplejpeg is not installed: "
+                              "pip install 'selfsup[fast-jpeg]'") from None
+
+
+def _start_or_resume(src: Path, out: Path, digest: str, settings: dict) -> Path:
+    """``state.json`` of a pack of this listing: the interrupted one's, or a fresh start."""
+    _check_out(out)
+    state = out / "state.json"
+    if not (state.is_file() and json.loads(state.read_text()).get("listing_hash") == digest):
+        for name in _OWN:  # another listing or other settings: start over
+            p = out / name
+            shutil.rmtree(p) if p.is_dir() else p.unlink(missing_ok=True)
+        out.mkdir(parents=True, exist_ok=True)
+        write_json(state, {"listing_hash": digest, "source": str(src.resolve()),
+                           "settings": settings})
+    return state
+
+
+def _probe(src: Path, splits: dict[str, Listing], log: ProgressLog, pool, chunk: int,
            progress: bool) -> dict[str, list[str]]:
     """Every file's mode (or ``!reason``) from its header; recorded once, reused on resume."""
     done = next((r["probe"] for r in log.records if "probe" in r), None)
@@ -217,7 +174,7 @@ def _probe(src: Path, splits: dict[str, Listing], log: _Progress, pool, chunk: i
     for split, listing in splits.items():
         paths = [str(src / f) for f in listing.files]
         jobs = [(paths[i:i + chunk],) for i in range(0, len(paths), chunk)]
-        it = pool.imap(_probe_chunk, jobs) if pool is not None else map(_probe_chunk, jobs)
+        it = pool.imap(probe_chunk, jobs) if pool is not None else map(probe_chunk, jobs)
         found = []
         with tqdm(total=len(paths), desc=f"reading headers ({split})", unit="img",
                   disable=not progress, leave=False) as bar:
@@ -230,7 +187,7 @@ def _probe(src: Path, splits: dict[str, Listing], log: _Progress, pool, chunk: i
 
 
 def _pack_split(src: Path, out: Path, split: str, listing: Listing, modes: list[str],
-                size: int, channels: int, decoder: str, log: _Progress, pool, chunk: int,
+                size: int, channels: int, decoder: str, log: ProgressLog, pool, chunk: int,
                 progress: bool) -> dict:
     """Decode one split into ``out/split``; returns its entry of meta.json."""
     folder = out / split
@@ -274,7 +231,7 @@ def _pack_split(src: Path, out: Path, split: str, listing: Listing, modes: list[
                         f"(first: {skipped[0]['file']}: {skipped[0]['reason']})")
     if holes and not any(r.get("compacted") == split for r in log.records):
         log.add({"compact": split})
-        _squeeze(target, len(keep), row, holes)
+        squeeze(target, len(keep), row, holes)
         log.add({"compacted": split})
     hist = np.sum([r["hist"] for r in done.values()], 0, dtype=np.float64)  # C x 256
     values = np.arange(256) / 255.0
@@ -289,18 +246,3 @@ def _pack_split(src: Path, out: Path, split: str, listing: Listing, modes: list[
             "source_folder": listing.folder, "skipped": len(skipped),
             "mean": [round(float(m), 6) for m in mean],
             "std": [round(float(max(v, 0.0)) ** 0.5, 6) for v in var]}
-
-
-def _squeeze(target: Path, n: int, row: int, holes: list[int], block: int = 256) -> None:
-    """Move the good rows of ``target`` down over the holes, in order, and cut the file."""
-    arr = np.memmap(target, np.uint8, "r+", shape=(n, row))
-    hole_set, dst = set(holes), 0
-    good = [i for i in range(n) if i not in hole_set]
-    for lo in range(0, len(good), block):
-        rows = good[lo:lo + block]
-        if rows[0] != dst or rows[-1] != dst + len(rows) - 1:
-            arr[dst:dst + len(rows)] = arr[rows]
-        dst += len(rows)
-    arr.flush()
-    del arr
-    os.truncate(target, dst * row)
