@@ -37,8 +37,6 @@ mode each direction draws its own λ_ex, λ_in and permutation.
 
 from __future__ import annotations
 
-from collections import OrderedDict
-
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -50,7 +48,7 @@ from selfsup.errors import ConfigError
 from selfsup.losses.infonce import info_nce_logits
 from selfsup.methods.base import Method
 from selfsup.methods.feature_transform import FeatureTransform
-from selfsup.methods.momentum import MomentumEncoder
+from selfsup.methods.momentum import KeyEncoderViews, MomentumEncoder
 from selfsup.methods.queue import KeyQueue
 from selfsup.methods.registry import register_method
 from selfsup.methods.score_stats import score_stats
@@ -64,7 +62,7 @@ RENAMED_STATE = {"backbone_k.": "encoder_k.encoder.backbone.",
                  "queue": "dictionary.queue", "queue_ptr": "dictionary.ptr"}
 
 
-class MoCo(Method):
+class MoCo(KeyEncoderViews, Method):
     """Query encoder (``backbone``, ``head``), key encoder (``backbone_k``, ``head_k``), queue.
 
     ``forward(views)`` takes two views (query, key) and returns ``(loss, metrics)``
@@ -108,36 +106,7 @@ class MoCo(Method):
         self.ft = ft if ft is not None else FeatureTransform()
         self.score_bins = int(score_bins)
 
-    # -- the two encoders and the queue -----------------------------------------------
-    @property
-    def encoder_q(self) -> nn.Sequential:
-        """f_q as one module (a view of ``backbone`` and ``head``; nothing is copied)."""
-        return nn.Sequential(OrderedDict(backbone=self.backbone, head=self.head))
-
-    @property
-    def backbone_k(self) -> nn.Module:
-        return self.encoder_k.encoder.backbone
-
-    @property
-    def head_k(self) -> nn.Module:
-        return self.encoder_k.encoder.head
-
-    @property
-    def queue(self) -> Tensor:
-        return self.dictionary.queue  # K x d
-
-    @property
-    def queue_ptr(self) -> Tensor:
-        return self.dictionary.ptr  # 1
-
-    @property
-    def K(self) -> int:
-        return self.dictionary.K
-
-    @property
-    def m(self) -> float:
-        return self.encoder_k.momentum
-
+    # -- the two encoders and the queue (MoCo's names: KeyEncoderViews) ----------------
     @property
     def momentum_schedule(self) -> str:
         return self.encoder_k.schedule

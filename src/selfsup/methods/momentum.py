@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 import math
+from collections import OrderedDict
 
 import torch
 from torch import Tensor, nn
@@ -60,3 +61,38 @@ class MomentumEncoder(nn.Module):
 
     def extra_repr(self) -> str:
         return f"momentum={self.momentum}, schedule={self.schedule!r}"
+
+
+class KeyEncoderViews:
+    """MoCo's names (``encoder_q``, ``backbone_k``, ``head_k``, ``queue``, ``queue_ptr``,
+    ``K``, ``m``) for a method with ``backbone``, ``head``, a :class:`MomentumEncoder`
+    ``encoder_k`` and a :class:`~selfsup.methods.queue.KeyQueue` ``dictionary``; views only."""
+
+    @property
+    def encoder_q(self) -> nn.Sequential:
+        """f_q = head ∘ backbone as one module (a view: nothing is copied)."""
+        return nn.Sequential(OrderedDict(backbone=self.backbone, head=self.head))
+
+    @property
+    def backbone_k(self) -> nn.Module:
+        return self.encoder_k.encoder.backbone
+
+    @property
+    def head_k(self) -> nn.Module:
+        return self.encoder_k.encoder.head
+
+    @property
+    def queue(self) -> Tensor:
+        return self.dictionary.queue  # K x d
+
+    @property
+    def queue_ptr(self) -> Tensor:
+        return self.dictionary.ptr  # 1
+
+    @property
+    def K(self) -> int:
+        return self.dictionary.K
+
+    @property
+    def m(self) -> float:
+        return self.encoder_k.momentum

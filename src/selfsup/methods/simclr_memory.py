@@ -18,8 +18,6 @@ needed, as this step's keys are never its positives.
 
 from __future__ import annotations
 
-from collections import OrderedDict
-
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -30,13 +28,13 @@ from selfsup.errors import ConfigError
 from selfsup.losses.ntxent import nt_xent
 from selfsup.methods.base import Method
 from selfsup.methods.moco import RENAMED_STATE
-from selfsup.methods.momentum import MomentumEncoder
+from selfsup.methods.momentum import KeyEncoderViews, MomentumEncoder
 from selfsup.methods.queue import KeyQueue
 from selfsup.methods.score_stats import score_stats
 from selfsup.methods.simclr import TEMPERATURE
 
 
-class SimCLRMemory(Method):
+class SimCLRMemory(KeyEncoderViews, Method):
     """Backbone f, head g, NT-Xent at τ over the batch plus a queue of momentum keys.
 
     ``encoder_k``: the momentum copy of (f, g); ``dictionary``: the K keys.
@@ -59,31 +57,6 @@ class SimCLRMemory(Method):
         self.dictionary = KeyQueue(queue_size, out_dim)
         self.temperature = TEMPERATURE if temperature is None else float(temperature)
         self.score_bins = int(score_bins)
-
-    @property
-    def encoder_q(self) -> nn.Sequential:
-        """f followed by g, as one module (a view: nothing is copied)."""
-        return nn.Sequential(OrderedDict(backbone=self.backbone, head=self.head))
-
-    @property
-    def backbone_k(self) -> nn.Module:
-        return self.encoder_k.encoder.backbone
-
-    @property
-    def head_k(self) -> nn.Module:
-        return self.encoder_k.encoder.head
-
-    @property
-    def queue(self) -> Tensor:
-        return self.dictionary.queue  # K x d
-
-    @property
-    def queue_ptr(self) -> Tensor:
-        return self.dictionary.ptr  # 1
-
-    @property
-    def K(self) -> int:
-        return self.dictionary.K
 
     @torch.no_grad()
     def after_step(self, step: int, total_steps: int) -> None:
