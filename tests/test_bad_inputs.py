@@ -80,7 +80,8 @@ def test_bad_values(capsys, extra, needle):
 def test_binary_config_file(capsys, tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_bytes(bytes(range(256)))
-    assert "not a text (YAML) file" in _error_line(capsys, ["pretrain", "--config", str(bad)])
+    err = _error_line(capsys, ["pretrain", "--config", str(bad)])
+    assert "not a text file (a YAML config)" in err
 
 
 @pytest.fixture(scope="module")

@@ -21,3 +21,11 @@ class DataError(SelfsupError, OSError):
 
 class TrainingError(SelfsupError, RuntimeError):
     """Training cannot go on (e.g. the loss became NaN or inf)."""
+
+
+def read_text_file(path, what: str) -> str:
+    """The text of a user's file; a ConfigError naming it when it is binary, not ``what``."""
+    try:
+        return path.read_text()
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not a text file ({what})") from None

@@ -26,19 +26,25 @@ from selfsup.config import Config
 from selfsup.errors import ConfigError
 
 
+def _file(name: str) -> property:
+    return property(lambda self: self.path / name, doc=f"``<run>/{name}``")
+
+
 @dataclass(frozen=True)
 class RunFolder:
     """Paths of one run folder (nothing is created by asking for a path)."""
 
     path: Path
 
-    @property
-    def config(self) -> Path:
-        return self.path / "config.yaml"
-
-    @property
-    def checkpoints(self) -> Path:
-        return self.path / "checkpoints"
+    config = _file("config.yaml")
+    checkpoints = _file("checkpoints")
+    metrics = _file("metrics.jsonl")
+    scores = _file("scores.jsonl")
+    resumes = _file("resumes.jsonl")
+    summary = _file("summary.json")
+    stage = _file("stage.json")
+    export = _file("export")
+    plots = _file("plots")
 
     def checkpoint(self, name: str = "last.pt") -> Path:
         return self.checkpoints / name
@@ -46,36 +52,8 @@ class RunFolder:
     def epoch_checkpoint(self, epoch: int) -> Path:
         return self.checkpoints / f"epoch_{epoch:04d}.pt"
 
-    @property
-    def metrics(self) -> Path:
-        return self.path / "metrics.jsonl"
-
-    @property
-    def scores(self) -> Path:
-        return self.path / "scores.jsonl"
-
-    @property
-    def resumes(self) -> Path:
-        return self.path / "resumes.jsonl"
-
-    @property
-    def summary(self) -> Path:
-        return self.path / "summary.json"
-
-    @property
-    def stage(self) -> Path:
-        return self.path / "stage.json"
-
-    @property
-    def export(self) -> Path:
-        return self.path / "export"
-
     def eval_file(self, protocol: str) -> Path:
         return self.path / "eval" / f"{protocol}.json"
-
-    @property
-    def plots(self) -> Path:
-        return self.path / "plots"
 
     def summary_steps(self) -> int | None:
         """The steps recorded in ``summary.json``; None without a readable one."""

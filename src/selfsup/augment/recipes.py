@@ -72,12 +72,8 @@ def simclr(
     return Pipeline(size, **{**settings, **overrides})
 
 
-def moco_v1(
-    size: int,
-    mean: Sequence[float] = IMAGENET_MEAN,
-    std: Sequence[float] = IMAGENET_STD,
-    **overrides: Any,
-) -> Pipeline:
+def moco_v1(size: int, mean: Sequence[float] = IMAGENET_MEAN,
+            std: Sequence[float] = IMAGENET_STD, **overrides: Any) -> Pipeline:
     """MoCo v1's augmentation (He et al., CVPR 2020; facebookresearch/moco ``main_moco.py``).
 
     Crop area 0.2-1.0, grayscale p = 0.2, colour jitter (0.4, 0.4, 0.4, 0.4)
@@ -114,12 +110,8 @@ def moco_v2(
     return Pipeline(size, **{**settings, **overrides})
 
 
-def finetune(
-    size: int,
-    mean: Sequence[float] = IMAGENET_MEAN,
-    std: Sequence[float] = IMAGENET_STD,
-    **overrides: Any,
-) -> Pipeline:
+def finetune(size: int, mean: Sequence[float] = IMAGENET_MEAN,
+            std: Sequence[float] = IMAGENET_STD, **overrides: Any) -> Pipeline:
     """The augmentation of the supervised stages: random resized crop and flip only.
 
     SimCLR fine-tunes "with only random crop (with random left-to-right
@@ -134,12 +126,8 @@ def finetune(
     return Pipeline(size, **{**settings, **overrides})
 
 
-def eval_(
-    size: int,
-    mean: Sequence[float] = IMAGENET_MEAN,
-    std: Sequence[float] = IMAGENET_STD,
-    **overrides: Any,
-) -> Pipeline:
+def eval_(size: int, mean: Sequence[float] = IMAGENET_MEAN,
+            std: Sequence[float] = IMAGENET_STD, **overrides: Any) -> Pipeline:
     """Evaluation transform: bilinear resize to ``size`` x ``size`` when needed, then normalise.
 
     No crop and no randomness: the generator is still accepted but unused.

@@ -19,7 +19,7 @@ import yaml
 from selfsup.config.checks import validate
 from selfsup.config.method import upgrade_flat_keys
 from selfsup.config.schema import Config
-from selfsup.errors import ConfigError
+from selfsup.errors import ConfigError, read_text_file
 
 
 def _coerce(value: Any, tp: Any, key: str) -> Any:
@@ -109,10 +109,7 @@ def _read_yaml(name_or_path: str | Path) -> dict:
     if path.suffix in (".yaml", ".yml") or path.exists():
         if not path.is_file():
             raise ConfigError(f"config file not found: {path}")
-        try:
-            text = path.read_text()
-        except UnicodeDecodeError:
-            raise ConfigError(f"{path}: not a text (YAML) file") from None
+        text = read_text_file(path, "a YAML config")
     else:
         preset = resources.files("selfsup") / "configs" / f"{name_or_path}.yaml"
         if not preset.is_file():

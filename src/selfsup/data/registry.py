@@ -7,6 +7,7 @@ it gets a warning instead, and its structure is still checked by the reader.
 
 from __future__ import annotations
 
+import json
 import os
 import warnings
 from collections.abc import Callable, Mapping
@@ -58,59 +59,32 @@ def _idx_splits() -> dict[str, tuple[str, ...]]:
             for s, s2 in (("train", "train"), ("test", "t10k"))}
 
 
+def _official(name: str) -> tuple[FileInfo, ...]:
+    """The official files of ``name`` (sizes, md5, sha256) from ``checksums.json``."""
+    table = json.loads((Path(__file__).resolve().parent / "checksums.json").read_text())
+    return tuple(FileInfo(**f) for f in table[name])
+
+
 FASHION_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt",
                    "Sneaker", "Bag", "Ankle boot")
 SAMPLE_ROOT = Path(__file__).resolve().parent / "sample" / "fashion-mnist"
 _KRIZ = "https://www.cs.toronto.edu/~kriz/"
 
 DATASETS: dict[str, DatasetInfo] = {info.name: info for info in (
-    DatasetInfo("mnist", "idx", _idx_splits(), files=(
-        FileInfo("train-images-idx3-ubyte.gz", 9912422, "f68b3c2dcbeaaa9fbdd348bbdeb94873",
-                 "440fcabf73cc546fa21475e81ea370265605f56be210a4024d2ca8f203523609"),
-        FileInfo("train-labels-idx1-ubyte.gz", 28881, "d53e105ee54ea40749a09fcbcd1e9432",
-                 "3552534a0a558bbed6aed32b30c495cca23d567ec52cac8be1a0730e8010255c"),
-        FileInfo("t10k-images-idx3-ubyte.gz", 1648877, "9fb629c4189551a2d022fa330f9573f3",
-                 "8d422c7b0a1c1c79245a5bcf07fe86e33eeafee792b84584aec276f5a2dbc4e6"),
-        FileInfo("t10k-labels-idx1-ubyte.gz", 4542, "ec29112dd5afa0611ce80d1b7f02629c",
-                 "f7ae60f92e00ec6debd23a6088c31dbd2371eca3ffa0defaefb259924204aec6"),
-    ), urls=("https://ossci-datasets.s3.amazonaws.com/mnist/",),
-        classes=tuple(str(d) for d in range(10))),
-    DatasetInfo("fashion-mnist", "idx", _idx_splits(), files=(
-        FileInfo("train-images-idx3-ubyte.gz", 26421880, "8d4fb7e6c68d591d4c3dfef9ec88bf0d",
-                 "3aede38d61863908ad78613f6a32ed271626dd12800ba2636569512369268a84"),
-        FileInfo("train-labels-idx1-ubyte.gz", 29515, "25c81989df183df01b3e8a0aad5dffbe",
-                 "a04f17134ac03560a47e3764e11b92fc97de4d1bfaf8ba1a3aa29af54cc90845"),
-        FileInfo("t10k-images-idx3-ubyte.gz", 4422102, "bef4ecab320f06d8554ea6380940ec79",
-                 "346e55b948d973a97e58d2351dde16a484bd415d4595297633bb08f03db6a073"),
-        FileInfo("t10k-labels-idx1-ubyte.gz", 5148, "bb300cfdad3c16e7a12a480ee83cd310",
-                 "67da17c76eaffca5446c3361aaab5c3cd6d1c2608764d35dfb1850b086bf8dd5"),
-    ), urls=("http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",),
-        classes=FASHION_CLASSES),
+    DatasetInfo("mnist", "idx", _idx_splits(), files=_official("mnist"),
+                urls=("https://ossci-datasets.s3.amazonaws.com/mnist/",),
+                classes=tuple(str(d) for d in range(10))),
+    DatasetInfo("fashion-mnist", "idx", _idx_splits(), files=_official("fashion-mnist"),
+                urls=("http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",),
+                classes=FASHION_CLASSES),
     # The embedded sample (tools/make_sample.py): first 1600 train / 400 test images.
-    DatasetInfo("fashion-mnist-sample", "idx", _idx_splits(), files=(
-        FileInfo("train-images-idx3-ubyte.gz", 687481, sha256="62a23acf2e8e862c823e798766d581c9"
-                 "1f1b96de5b653754a7f3418336565152"),
-        FileInfo("train-labels-idx1-ubyte.gz", 854, sha256="1b63685c86af7df9404abc0677dbf690"
-                 "207539694b88512f4e572ecb5af5b3d3"),
-        FileInfo("t10k-images-idx3-ubyte.gz", 175702, sha256="a1326c42bb68fd9975c98b975f4d26b7"
-                 "f3a2372c9d6a6faecf298d08cb87fd1d"),
-        FileInfo("t10k-labels-idx1-ubyte.gz", 248, sha256="ef94ead6bcfccad26a731323c22f4a9f"
-                 "a93444dda27cd2417831d8afd6d09b8e"),
-    ), classes=FASHION_CLASSES, packaged=True),
+    DatasetInfo("fashion-mnist-sample", "idx", _idx_splits(),
+                files=_official("fashion-mnist-sample"), classes=FASHION_CLASSES, packaged=True),
     DatasetInfo("cifar10", "cifar10", {
         "train": (*(f"data_batch_{i}" for i in range(1, 6)), "batches.meta"),
         "test": ("test_batch", "batches.meta"),
-    }, files=(
-        FileInfo("data_batch_1", 31035704, "c99cafc152244af753f735de768cd75f"),
-        FileInfo("data_batch_2", 31035320, "d4bba439e000b95fd0a9bffe97cbabec"),
-        FileInfo("data_batch_3", 31035999, "54ebc095f3ab1f0389bbae665268c751"),
-        FileInfo("data_batch_4", 31035696, "634d18415352ddfa80567beed471001a"),
-        FileInfo("data_batch_5", 31035623, "482c414d41f54cd18b22e5b47cb7c3cb"),
-        FileInfo("test_batch", 31035526, "40351d587109b95175f43aff81a1287e"),
-        FileInfo("batches.meta", 158, "5ff9c542aee3614f3951f8cda6e48888"),
-    ), urls=(_KRIZ,), archive=FileInfo("cifar-10-python.tar.gz", 170498071,
-                                       "c58f30108f718f92721af3b95e74349a"),
-        folder="cifar-10-batches-py"),
+    }, files=_official("cifar10"), urls=(_KRIZ,), folder="cifar-10-batches-py",
+        archive=FileInfo("cifar-10-python.tar.gz", 170498071, "c58f30108f718f92721af3b95e74349a")),
     DatasetInfo("cifar100", "cifar100", {"train": ("train", "meta"), "test": ("test", "meta")},
                 urls=(_KRIZ,), archive=FileInfo("cifar-100-python.tar.gz",
                                                 md5="eb9058c3a382ffc7106e4002c42a8d85"),

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import torch
 
-from selfsup.errors import ConfigError
+from selfsup.errors import ConfigError, read_text_file
 
 
 def class_balanced_subset(labels: torch.Tensor, fraction: float | None = None,
@@ -79,10 +79,7 @@ def load_subset(path: str | Path, num_images: int, names: list[str] | None = Non
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"{path}: subset file not found")
-    try:
-        text = path.read_text()
-    except UnicodeDecodeError:
-        raise ConfigError(f"{path}: not a text file (one index or file name per line)") from None
+    text = read_text_file(path, "one index or file name per line")
     lines = [(n, s.strip()) for n, s in enumerate(text.splitlines(), 1)]
     lines = [(n, s) for n, s in lines if s and not s.startswith("#")]
     if not lines:

@@ -14,6 +14,7 @@ from torch import nn
 from selfsup.config import Config
 from selfsup.errors import ConfigError
 from selfsup.methods.base import Method
+from selfsup.registry import registrar
 
 MethodFactory = Callable[[Config, nn.Module], Method]
 METHODS: dict[str, MethodFactory] = {}  # name -> factory
@@ -28,15 +29,7 @@ def register_method(name: str) -> Callable[[MethodFactory], MethodFactory]:
     if not isinstance(name, str) or not name:
         raise ConfigError(f"method name must be a non-empty string, got {name!r}")
 
-    def decorator(factory: MethodFactory) -> MethodFactory:
-        old = METHODS.get(name)
-        if old is not None and (old.__module__, old.__qualname__) != (
-                factory.__module__, factory.__qualname__):
-            raise ConfigError(f"method {name!r} is already registered (by {old.__qualname__})")
-        METHODS[name] = factory
-        return factory
-
-    return decorator
+    return registrar(METHODS, "method", name)
 
 
 def list_methods() -> list[str]:

@@ -31,6 +31,7 @@ from torch import Tensor, nn
 
 from selfsup.errors import ConfigError
 from selfsup.models.resnet import DEPTHS, ResNet, resnet
+from selfsup.registry import registrar
 
 Builder = Callable[..., nn.Module]
 _BUILDERS: dict[str, Builder] = {}
@@ -74,15 +75,7 @@ def register_backbone(name: str) -> Callable[[Builder], Builder]:
     if not isinstance(name, str) or not name or ":" in name:
         raise ConfigError(f"backbone name must be a non-empty string without ':', got {name!r}")
 
-    def decorator(fn: Builder) -> Builder:
-        old = _BUILDERS.get(name)
-        if old is not None and (old.__module__, old.__qualname__) != (
-                fn.__module__, fn.__qualname__):
-            raise ConfigError(f"backbone {name!r} is already registered (by {old.__qualname__})")
-        _BUILDERS[name] = fn
-        return fn
-
-    return decorator
+    return registrar(_BUILDERS, "backbone", name)
 
 
 def list_backbones() -> list[str]:

@@ -24,14 +24,8 @@ class LARS(torch.optim.Optimizer):
     momentum SGD.
     """
 
-    def __init__(
-        self,
-        params: Iterable,
-        lr: float,
-        momentum: float = 0.9,
-        weight_decay: float = 0.0,
-        eta: float = 0.001,
-    ) -> None:
+    def __init__(self, params: Iterable, lr: float, momentum: float = 0.9,
+                 weight_decay: float = 0.0, eta: float = 0.001) -> None:
         if not lr >= 0:
             raise ConfigError(f"LARS lr must be >= 0, got {lr}")
         if not 0 <= momentum < 1:
