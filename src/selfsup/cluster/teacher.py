@@ -23,6 +23,7 @@ from selfsup.config import Config
 from selfsup.errors import ConfigError, DataError
 from selfsup.eval.features import extract_features
 from selfsup.experiment import load_run_backbone, run_config
+from selfsup.runs import RunFolder
 
 
 @dataclass
@@ -40,7 +41,7 @@ def load_teacher(path: str | Path, overrides: list[str] | None = None) -> Teache
     """The backbone of a run folder (``config.yaml`` + checkpoint) or an export folder;
     ``overrides`` (``--data.root DIR``, ...) apply to a run folder's config."""
     path = Path(path)
-    if (path / "config.yaml").is_file():
+    if RunFolder(path).config.is_file():
         from selfsup.experiment import input_spec, load_data
 
         cfg = run_config(path, overrides)

@@ -19,6 +19,7 @@ from selfsup.config import Config
 from selfsup.errors import ConfigError, DataError
 from selfsup.experiment import load_run_backbone, make_backbone, run_config
 from selfsup.methods import build_method
+from selfsup.runs import RunFolder
 from selfsup.train.checkpoint import load_checkpoint
 
 
@@ -66,10 +67,10 @@ def pretrained_model(run_dir: str | Path, overrides: list[str] | None = None
     """
     run_dir = Path(run_dir)
     cfg = run_config(run_dir, overrides)
-    if (run_dir / "stage.json").is_file():
+    if RunFolder(run_dir).stage.is_file():
         backbone, cfg, meta = load_run_backbone(run_dir, cfg)
         return Encoder(backbone.train()), cfg, meta
-    ckpt = load_checkpoint(run_dir / "checkpoints" / "last.pt")
+    ckpt = load_checkpoint(RunFolder(run_dir).checkpoint())
     torch.manual_seed(0)  # any init: every parameter is overwritten below
     model = build_method(cfg, make_backbone(cfg, int(ckpt.get("in_channels", 3))))
     model.load_state_dict(ckpt["model"])
@@ -83,7 +84,7 @@ def fresh_model(model: nn.Module, cfg: Config, in_channels: int) -> nn.Module:
 
 
 def stage_info(run_dir: str | Path) -> dict:
-    path = Path(run_dir) / "stage.json"
+    path = RunFolder(Path(run_dir)).stage
     if not path.is_file():
         raise DataError(f"{run_dir}: not a fine-tuned or distilled run (no stage.json)")
     return json.loads(path.read_text())
@@ -94,7 +95,7 @@ def load_classifier(run_dir: str | Path, overrides: list[str] | None = None
     """The classifier of a stage run (CPU, eval mode), its config and stage info."""
     run_dir = Path(run_dir)
     info, cfg = stage_info(run_dir), run_config(run_dir, overrides)
-    ckpt = load_checkpoint(run_dir / "checkpoints" / "last.pt")
+    ckpt = load_checkpoint(RunFolder(run_dir).checkpoint())
     backbone = make_backbone(cfg, int(ckpt.get("in_channels", 3)))
     head = nn.Sequential()
     if info["head_layers"]:  # the kept blocks of the pretraining head, rebuilt from its config

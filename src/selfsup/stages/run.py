@@ -28,8 +28,9 @@ from selfsup.config import Config, save_config
 from selfsup.data.loader import place_images
 from selfsup.errors import ConfigError
 from selfsup.experiment import Data, eval_augmentation, input_spec
+from selfsup.runs import RunFolder
 from selfsup.stages.classifier import Classifier, evaluate_classifier
-from selfsup.train.checkpoint import atomic_save
+from selfsup.train.checkpoint import atomic_save, atomic_write_text
 from selfsup.train.logging import MetricsLogger
 from selfsup.train.supervised import SupervisedRecipe, fit_classifier
 
@@ -57,9 +58,9 @@ def accuracy_on_test(net: nn.Module, data: Data, device: torch.device) -> dict:
 
 
 def new_stage_dir(path: Path) -> Path:
-    if (path / "summary.json").exists():
+    if RunFolder(path).summary.exists():
         raise ConfigError(f"{path}: already holds a finished run; pass another --out")
-    (path / "checkpoints").mkdir(parents=True, exist_ok=True)
+    RunFolder(path).checkpoints.mkdir(parents=True, exist_ok=True)
     return path
 
 
@@ -67,14 +68,14 @@ def write_stage(out: Path, net: Classifier, cfg: Config, info: dict, in_channels
                 summary: dict, spec: dict | None = None) -> None:
     """config.yaml, stage.json, the checkpoint (atomic) and summary.json of a stage run;
     ``spec`` is the input the network takes (:func:`selfsup.experiment.input_spec`)."""
-    save_config(cfg, out / "config.yaml")
-    (out / "stage.json").write_text(json.dumps(info, indent=2))
+    run = RunFolder(out)
+    save_config(cfg, run.config)
+    atomic_write_text(run.stage, json.dumps(info, indent=2))
     state = {k: v.detach().cpu() for k, v in net.state_dict().items()}
     extra = {"input": spec} if spec is not None else {}
     atomic_save({"model": state, "config": cfg.to_dict(), "in_channels": in_channels,
-                 "stage": info, "selfsup_version": __version__, **extra},
-                out / "checkpoints" / "last.pt")
-    (out / "summary.json").write_text(json.dumps(summary, indent=2))
+                 "stage": info, "selfsup_version": __version__, **extra}, run.checkpoint())
+    atomic_write_text(run.summary, json.dumps(summary, indent=2))
 
 
 def run_stage(out: Path, net: Classifier, images: Tensor, targets: Tensor,
