@@ -56,7 +56,12 @@ def pretrain(args, extra: list[str]) -> int:
                "pretrain_epochs": summary["epochs"], "top1": summary["final_knn_top1"],
                "top5": summary["final_knn_top5"], "train_images": summary.get("train_images"),
                "test_images": summary.get("test_images")}
-        print(describe(rec))
+        line = describe(rec)
+        if "final_random_init_knn_top1" in summary:  # eval.knn_random_init: the floor beside it
+            floor = 100 * summary["final_random_init_knn_top1"]
+            gain = 100 * summary["final_knn_top1"] - floor
+            line += f" (random init: top-1 {floor:.2f}%, pretraining {gain:+.2f} points)"
+        print(line)
     return 0
 
 

@@ -75,7 +75,7 @@ class TrainConfig:
     channels_last: bool = False
     sync_bn: bool = False  # SyncBatchNorm across ranks under torchrun (CUDA)
     max_time_s: float | None = None  # wall-clock budget; stops cleanly with a checkpoint
-    num_threads: int | None = None  # CPU threads (torch.set_num_threads)
+    num_threads: int | None = None  # CPU threads; None: the CPUs available / local ranks
     timeout_s: float = 1800.0  # a rank waits this long for the others, then the run stops
 
 
@@ -85,6 +85,7 @@ class EvalConfig:
     knn_k: int = 200
     knn_temperature: float = 0.1
     batch_size: int = 512
+    knn_random_init: bool = False  # also the final k-NN of the same network at its random init
 
 
 @dataclass

@@ -46,6 +46,7 @@ from selfsup.train.step import (  # noqa: F401  (re-exported: benchmarks time th
     optimisation_step,
     precision_dtype,
 )
+from selfsup.train.threads import set_threads
 
 __all__ = ["build_training", "make_views", "new_run_dir", "optimisation_step", "pretrain",
            "precision_dtype"]
@@ -54,8 +55,7 @@ __all__ = ["build_training", "make_views", "new_run_dir", "optimisation_step", "
 def pretrain(cfg: Config, *, run_dir: str | Path | None = None, resume: bool = False) -> Path:
     """Pretrain ``cfg``'s method; returns the run folder. ``resume`` continues ``run_dir``."""
     t = cfg.train
-    if t.num_threads:
-        torch.set_num_threads(t.num_threads)
+    set_threads(t.num_threads)  # default: the CPUs this process may use, shared by local ranks
     run_dir, resume, how, anew = _which_run(cfg, run_dir, resume)
     changes = config_changes(Path(run_dir), cfg) if resume else {}
     check_resume_changes(changes)  # before any data is read

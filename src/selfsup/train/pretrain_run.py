@@ -167,12 +167,24 @@ class PretrainRun:
         self.logger.log({"step": step, "epoch": step / self.spe, **res})
         return res
 
+    def random_init_knn(self) -> dict:
+        """k-NN of the same network at the weights it started from (the run's seed)."""
+        from selfsup.experiment import make_backbone
+
+        with torch.random.fork_rng(devices=[]):  # the run's own RNG state stays as it was
+            torch.manual_seed(self.cfg.train.seed)  # as before build_training: same weights
+            backbone = make_backbone(self.cfg, self.data.channels).to(self.device)
+        return knn_monitor(backbone, self.data, self.eval_tf, self.cfg, self.device)
+
     def train_s(self) -> float:
         return self.train_s_before + time.perf_counter() - self.t_start
 
     def finish(self, step: int, complete: bool) -> None:
         """The final k-NN, summary.json and plots (nothing for a run resumed complete)."""
         final = self.monitor(step) if self.cfg.eval.knn_every >= 0 and not complete else {}
+        if final and self.cfg.eval.knn_random_init:  # what pretraining bought, same protocol
+            floor = self.random_init_knn()
+            final.update({f"random_init_{k}": floor[k] for k in ("knn_top1", "knn_top5")})
         if is_main_process() and complete:
             print(f"{self.folder.path} is complete ({step} of {self.total} steps); "
                   "nothing left to do")
