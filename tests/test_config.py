@@ -76,3 +76,21 @@ def test_feature_transformation_errors(args, match):
 def test_exponent_without_a_dot_is_a_float():
     # YAML 1.1 reads "1e-6" as a string; a float key still takes it
     assert load_config(None, ["--optim.lr", "1e-6"]).optim.lr == 1e-6
+
+
+def test_config_show_documents_every_key(capsys):
+    import yaml
+
+    from selfsup.cli import main
+    from selfsup.config import load_config
+
+    assert main(["config", "show", "--config", "simclr-folder", "--train.epochs", "7"]) == 0
+    text = capsys.readouterr().out
+    lines = [x for x in text.splitlines() if x.startswith("    ") or
+             (x.startswith("  ") and not x.rstrip().endswith(":"))]
+    assert all("  # " in x for x in lines if not x.strip().endswith(":")), \
+        [x for x in lines if "  # " not in x]
+    data = yaml.safe_load(text)  # valid YAML, and the values of the resolved config
+    assert data["train"]["epochs"] == 7 and data["data"]["dataset"] == "folder"
+    cfg = load_config("simclr-folder", ["--train.epochs", "7"])
+    assert data["method"]["moco"]["queue_size"] == cfg.method.moco.queue_size

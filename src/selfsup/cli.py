@@ -139,6 +139,12 @@ def _parser() -> argparse.ArgumentParser:
     pk.add_argument("--no-progress", action="store_true", help="no progress bar")
 
     sub.add_parser("presets", help="list the YAML presets shipped with selfsup")
+    cf = sub.add_parser("config", help="every config key with its value and meaning",
+                        allow_abbrev=False, epilog="Example: selfsup config show --config "
+                        "simclr-folder --data.root DIR")
+    cf.add_argument("action", choices=["show"], help="show: the resolved config as "
+                    "commented YAML (a preset's, or the defaults)")
+    cf.add_argument("--config", default=None, help="a preset name or a YAML file")
     pl = sub.add_parser("plot", help="training, score-curve and histogram PNGs of runs, "
                         "overlaid (into the first RUN's plots/)")
     pl.add_argument("runs", metavar="RUN", nargs="+", help="run folders")

@@ -146,6 +146,14 @@ def export(args, extra: list[str]) -> int:
     return 0
 
 
+def config(args, extra: list[str]) -> int:
+    from selfsup.config import load_config
+    from selfsup.config.describe import describe_config
+
+    print(describe_config(load_config(args.config, extra)), end="")
+    return 0
+
+
 def presets(args, extra: list[str]) -> int:
     from selfsup.config import preset_names
 
@@ -186,7 +194,7 @@ def pack(args, extra: list[str]) -> int:
 HANDLERS: dict[str, Callable[..., int]] = {
     "pretrain": pretrain, "knn": knn, "linear": linear, "finetune": stage, "distill": stage,
     "cluster": cluster, "transfer": transfer, "export": export, "presets": presets,
-    "plot": plot, "pack": pack,
+    "plot": plot, "pack": pack, "config": config,
 }
 # subcommands that take no --section.key overrides: extra arguments are an error
 NO_OVERRIDES = ("export", "presets", "plot", "pack")

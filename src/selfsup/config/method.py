@@ -39,8 +39,8 @@ class FTConfig:
 
     extrapolate: bool = False  # hard positives: lambda_ex = 1 + Beta(a_pos, a_pos)
     interpolate: bool = False  # diverse negatives: lambda_in ~ Beta(a_neg, a_neg)
-    alpha_pos: float = 2.0
-    alpha_neg: float = 1.6
+    alpha_pos: float = 2.0  # Beta(a, a) of the extrapolation
+    alpha_neg: float = 1.6  # Beta(a, a) of the interpolation
     lambda_pos: float | None = None  # a fixed lambda_ex instead of the Beta draw (>= 1)
     granularity: str = "batch"  # batch (one draw per step) | sample | dim
     renormalize: bool = False  # L2-normalise the mixed features again

@@ -26,7 +26,7 @@ class DataConfig:
     normalization: str | None = None  # name in augment.NORMALIZATION; None = the data set's
     # image folders (dataset: folder) are packed once into a memory-mapped store, then reused
     pack_size: int | None = None  # stored side; None: data.size, else 224 (train may crop less)
-    cache_dir: str | None = None  # where packed folders go; None: $SELFSUP_DATA/stores
+    cache_dir: str | None = None  # packed folders; None: $SELFSUP_STORES or <data cache>/stores
     pack_workers: int | None = None  # decoding processes; None: the CPUs available
     decoder: str = "pil"  # pil | simplejpeg (JPEG DCT-scaled decoding, selfsup[fast-jpeg])
 
@@ -41,38 +41,38 @@ class AugmentConfig:
 
 @dataclass
 class ModelConfig:
-    backbone: str = "resnet18"
-    width: float = 1.0
+    backbone: str = "resnet18"  # resnet18..152, a registered name, torchvision:NAME, timm:NAME
+    width: float = 1.0  # channel width multiplier (0.25: a quarter of ResNet's channels)
     stem: str = "cifar"  # cifar: 3x3 stride-1 conv, no max-pool (SimCLR B.9)
-    sk_ratio: float = 0.0
+    sk_ratio: float = 0.0  # > 0: selective-kernel ResNet of SimCLR v2 (0.0625 in the paper)
     head_layers: int = 2  # 2: SimCLR v1, 3: SimCLR v2
     head_hidden: int | None = None  # None = the backbone's feature dim
-    out_dim: int = 128
+    out_dim: int = 128  # dimension of the head's output z (the loss's space)
 
 
 @dataclass
 class OptimConfig:
     optimizer: str = "lars"  # lars | sgd | adamw
     lr: float | None = None  # None: base_lr scaled by lr_scaling
-    base_lr: float = 0.3
+    base_lr: float = 0.3  # scaled by lr_scaling: 0.3 x B/256 (SimCLR), 0.075 x sqrt(B)
     lr_scaling: str = "linear"  # linear: base*B/256 | sqrt: base*sqrt(B) | none
-    weight_decay: float = 1e-6
-    momentum: float = 0.9
+    weight_decay: float = 1e-6  # L2 weight decay (LARS: not on biases and norms)
+    momentum: float = 0.9  # the optimiser's momentum
     schedule: str = "warmup_cosine"  # warmup_cosine | step | constant
-    warmup_epochs: float = 10.0
-    final_lr: float = 0.0
+    warmup_epochs: float = 10.0  # linear warm-up from 0, then cosine
+    final_lr: float = 0.0  # the cosine schedule's end
 
 
 @dataclass
 class TrainConfig:
-    epochs: int = 100
+    epochs: int = 100  # passes over the pretraining split (train.steps overrides)
     steps: int | None = None  # total optimiser steps; overrides epochs (fixed-budget runs)
     batch_size: int = 256  # global batch (all ranks together)
-    seed: int = 0
+    seed: int = 0  # weights, data order and augmentations: a resumed run is bit-identical
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     precision: str = "auto"  # auto (bf16 on CUDA, fp32 on CPU) | bf16 | fp32
-    compile: bool = False
-    channels_last: bool = False
+    compile: bool = False  # torch.compile the method step
+    channels_last: bool = False  # NHWC memory layout for the convolutions
     sync_bn: bool = False  # SyncBatchNorm across ranks under torchrun (CUDA)
     max_time_s: float | None = None  # wall-clock budget; stops cleanly with a checkpoint
     num_threads: int | None = None  # CPU threads; None: the CPUs available / local ranks
@@ -82,25 +82,25 @@ class TrainConfig:
 @dataclass
 class EvalConfig:
     knn_every: int = 10  # epochs between k-NN monitors (0: only at the end, -1: never)
-    knn_k: int = 200
-    knn_temperature: float = 0.1
-    batch_size: int = 512
+    knn_k: int = 200  # neighbours of the k-NN monitor (knn-200 protocol)
+    knn_temperature: float = 0.1  # vote weight exp(sim / T)
+    batch_size: int = 512  # images per batch of feature extraction
     knn_random_init: bool = False  # also the final k-NN of the same network at its random init
 
 
 @dataclass
 class RunConfig:
-    out_dir: str = "runs"
+    out_dir: str = "runs"  # run folders go to out_dir/name
     name: str | None = None  # default: <method>-<dataset>-<time>
     checkpoint_every: int = 0  # also keep checkpoints/epoch_<N>.pt every N epochs
     checkpoint_steps: int = 0  # also write last.pt every N steps (mid-epoch resume)
     log_every: int = 20  # steps between metric syncs (each is one host sync)
     score_bins: int = 40  # histogram bins of positive/negative cosine scores over [-1, 1]
-    tensorboard: bool = False
-    progress: bool = True
+    tensorboard: bool = False  # also write TensorBoard logs (selfsup[tb])
+    progress: bool = True  # tqdm progress bars
     # continue the named run: auto (after a torchrun elastic restart) | true (also when
     # launched again by hand, if it has a checkpoint) | false (always a new folder)
-    resume: bool | str = "auto"
+    resume: bool | str = "auto"  # auto | true | false, as said above
 
 
 @dataclass
