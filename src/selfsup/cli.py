@@ -85,10 +85,16 @@ def _parser() -> argparse.ArgumentParser:
                     help="weight of the distillation term; < 1 adds label CE on the subset")
     _stage_args(di, epochs=30)
 
-    ex = sub.add_parser("export", help="write RUN/export/model.safetensors + config.json")
+    ex = sub.add_parser("export", help="write RUN/export/model.safetensors (or .pth, .onnx) "
+                        "+ config.json")
     ex.add_argument("run", metavar="RUN", help="run folder")
     ex.add_argument("--out", default=None, help="output folder (default RUN/export)")
     ex.add_argument("--checkpoint", default="last.pt", help="file in RUN/checkpoints")
+    ex.add_argument("--format", default="safetensors",
+                    choices=["safetensors", "torchvision", "onnx"],
+                    help="safetensors (default; selfsup.load_backbone reads it), torchvision "
+                    "(model.pth: a torchvision ResNet's names, no fc) or onnx (model.onnx, "
+                    "dynamic batch axis, checked with onnxruntime)")
 
     cl = sub.add_parser("cluster", help="k-means on a teacher's features -> pseudo-labels "
                         "(Noroozi et al. 2018)", allow_abbrev=False, epilog=CLUSTER_EPILOG,

@@ -140,9 +140,10 @@ def transfer(args, extra: list[str]) -> int:
 
 def export(args, extra: list[str]) -> int:
     from selfsup.export import export_run
+    from selfsup.export_formats import FILES
 
-    out = export_run(args.run, args.out, checkpoint=args.checkpoint)
-    print(f"exported backbone to {out}/model.safetensors and {out}/config.json")
+    out = export_run(args.run, args.out, checkpoint=args.checkpoint, format=args.format)
+    print(f"exported backbone to {out}/{FILES[args.format]} and {out}/config.json")
     return 0
 
 

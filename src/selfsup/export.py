@@ -1,4 +1,4 @@
-"""Export a trained backbone as ``model.safetensors`` + ``config.json``; load it back.
+"""Export a trained backbone as ``model.safetensors`` (or ``.pth``, ``.onnx``) + ``config.json``.
 
 Only the backbone f travels: the head g is a training device ("we use h ...
 not z", SimCLR §2.1). Key names are the backbone's own (torchvision names for
@@ -11,27 +11,34 @@ import json
 from pathlib import Path
 
 import safetensors
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 from torch import nn
 
 from selfsup import __version__
-from selfsup.errors import DataError
+from selfsup.errors import DataError, SelfsupError
 from selfsup.experiment import input_spec, load_data, load_run_backbone
+from selfsup.export_formats import FILES, FORMATS, WRITERS, check_format
 from selfsup.models import build_from_config
 from selfsup.runs import RunFolder
 from selfsup.train.checkpoint import atomic_write_text
 
 
 def export_run(run_dir: str | Path, out_dir: str | Path | None = None,
-               checkpoint: str = "last.pt") -> Path:
-    """Write ``<run>/export/{model.safetensors,config.json}`` (or into ``out_dir``)."""
+               checkpoint: str = "last.pt", format: str = "safetensors") -> Path:
+    """Write ``<run>/export/{model.<ext>,config.json}`` (or into ``out_dir``).
+
+    ``format``: ``safetensors`` (``model.safetensors``, what :func:`load_backbone`
+    reads), ``torchvision`` (``model.pth``) or ``onnx`` (``model.onnx``); see
+    :mod:`selfsup.export_formats`. An architecture the format cannot hold is
+    refused before anything is written.
+    """
     run_dir = Path(run_dir)
     backbone, cfg, meta = load_run_backbone(run_dir, checkpoint=checkpoint)
+    check_format(format, backbone.arch)
     spec = meta.get("input")
     if spec is None:  # a checkpoint from before selfsup recorded its input: read the data
         spec = input_spec(load_data(cfg, need_test=False))
     out = Path(out_dir) if out_dir is not None else RunFolder(run_dir).export
-    state = {k: v.detach().contiguous() for k, v in backbone.state_dict().items()}
     config = {
         "format": "selfsup-backbone",
         "selfsup_version": __version__,
@@ -42,18 +49,35 @@ def export_run(run_dir: str | Path, out_dir: str | Path | None = None,
                         "steps": meta.get("step"), "epochs": meta.get("epoch"),
                         "run": str(run_dir)},
     }
-    tmp = out / ".model.safetensors.tmp"
+    name = FILES[format]
+    tmp = out / f".{name}.tmp"
     try:
         out.mkdir(parents=True, exist_ok=True)
-        save_file(state, str(tmp), metadata={"format": "pt"})
-        tmp.replace(out / "model.safetensors")
+        notes = WRITERS[format](backbone, tmp, spec)
+        tmp.replace(out / name)
+        config = _with_notes(out, config, format, notes)
         atomic_write_text(out / "config.json", json.dumps(config, indent=2))
+    except SelfsupError:  # the format's own refusal (an ONNX mismatch): already one line
+        raise
     except (OSError, safetensors.SafetensorError) as e:  # a file in the way, read-only, full
-        if tmp.parent.is_dir():
-            tmp.unlink(missing_ok=True)
         reason = getattr(e, "strerror", None) or str(e).splitlines()[0]
         raise DataError(f"{out}: cannot write the export ({reason})") from None
+    finally:
+        if tmp.parent.is_dir():
+            tmp.unlink(missing_ok=True)
     return out
+
+
+def _with_notes(out: Path, config: dict, format: str, notes: dict) -> dict:
+    """``config`` with this format's notes, keeping those of the other formats already
+    exported into ``out`` from the same checkpoint (their files stay valid)."""
+    try:
+        old = json.loads((out / "config.json").read_text())
+    except (OSError, ValueError):
+        old = {}
+    same = all(old.get(k) == config[k] for k in ("architecture", "pretraining"))
+    kept = {k: old[k] for k in FORMATS if same and k in old and k != format}
+    return {**config, **kept, **({format: notes} if notes else {})}
 
 
 def load_backbone(path: str | Path) -> nn.Module:
