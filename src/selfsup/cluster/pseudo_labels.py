@@ -59,6 +59,20 @@ def _data_config(teacher_cfg: Config | None, dataset: str | None, root: str | No
     return replace(base, data=DataConfig(dataset=dataset, root=root))
 
 
+def default_name(teacher_path: str | Path, dataset: str, k: int, layer: str | None,
+                 spherical: bool, seed: int) -> str:
+    """``cluster-<teacher>-<data>-k<k>[-<layer>][-sph]-s<seed>``: each setting that changes
+    the pseudo-labels is in the name, so two clusterings of one run never collide."""
+    return (f"cluster-{Path(teacher_path).name}-{dataset}-k{k}{f'-{layer}' if layer else ''}"
+            f"{'-sph' if spherical else ''}-s{seed}")
+
+
+def _check_out(out: Path) -> None:
+    if out.is_file() or (out.is_dir() and any(out.iterdir())):
+        what = "a cluster run" if (out / "cluster.json").is_file() else "files"
+        raise ConfigError(f"{out}: already holds {what}; pass another --out or remove it")
+
+
 def _images(cfg: Config):
     return load_split(cfg, cfg.data.train_split)
 
@@ -83,6 +97,9 @@ def cluster(teacher_path: str | Path, k: int, *, layer: str | None = None,
     # the clustered set: --cluster-data, else the teacher's own, else (an export) the labelled one
     fit_cfg = (label_cfg if teacher.cfg is None and cluster_data is None
                else _data_config(teacher.cfg, cluster_data, cluster_root))
+    out = Path(out_dir) if out_dir else Path(teacher_path).parent / default_name(
+        teacher_path, label_cfg.data.dataset, k, layer, spherical, seed)
+    _check_out(out)  # before the data and the features (minutes on a large set)
     fit_set = _images(fit_cfg)
     if not 2 <= k <= len(fit_set):
         raise ConfigError(f"k must be in [2, {len(fit_set)}] (the number of images clustered), "
@@ -100,11 +117,7 @@ def cluster(teacher_path: str | Path, k: int, *, layer: str | None = None,
     else:
         lf = layer_features(teacher, label_set.images, layer, device=dev, progress=progress)
         assign = nearest_centroids(lf, res.centroids, spherical).cpu()
-    name = (f"cluster-{Path(teacher_path).name}-{label_cfg.data.dataset}-k{k}"
-            f"{'-sph' if spherical else ''}-s{seed}")
-    out = Path(out_dir) if out_dir else Path(teacher_path).parent / name
-    if (out / "cluster.json").exists():
-        raise ConfigError(f"{out}: already holds a cluster run; pass another --out")
+    _check_out(out)  # again: another process may have written it meanwhile
     out.mkdir(parents=True, exist_ok=True)
     info = {
         "stage": "cluster", "selfsup_version": __version__, "teacher": str(teacher_path),
