@@ -32,6 +32,29 @@ def _nearest(records: list[dict], epoch: float) -> dict | None:
     return min(records, key=lambda r: abs(r["epoch"] - epoch)) if records else None
 
 
+def histogram_panels(with_hist: dict[str, list[dict]], epochs: list[float]
+                     ) -> list[tuple[str, list[tuple[str, dict]]]]:
+    """One (title, [(run, record)]) per asked epoch: each run's record nearest to it.
+
+    The title names the epoch of the records drawn, not the one asked for (a short run's
+    only record may be far from it); runs drawn at different epochs are each named. A
+    panel that would draw the same records as the one before it is left out.
+    """
+    panels: list[tuple[str, list[tuple[str, dict]]]] = []
+    seen: list[list[int]] = []
+    for epoch in epochs:
+        drawn = [(name, _nearest(s, epoch)) for name, s in with_hist.items()]
+        ids = [id(rec) for _, rec in drawn]
+        if ids in seen:
+            continue
+        seen.append(ids)
+        at = [f"{round(rec['epoch'], 2):g}" for _, rec in drawn]
+        title = (f"scores at epoch {at[0]}" if len(set(at)) == 1 else "scores at epochs "
+                 + ", ".join(f"{e} ({name})" for e, (name, _) in zip(at, drawn)))
+        panels.append((title, drawn))
+    return panels
+
+
 def plot_runs(runs: list[str | Path], out_dir: str | Path | None = None,
               hist_epochs: list[float] | None = None) -> list[Path]:
     """Write the PNGs into ``out_dir`` (default: the first run's ``plots/``); return them."""
@@ -80,17 +103,17 @@ def plot_runs(runs: list[str | Path], out_dir: str | Path | None = None,
     if with_hist:
         last = max(s[-1]["epoch"] for s in with_hist.values())
         epochs = hist_epochs or [round(last * f, 2) for f in (0.1, 0.5, 1.0)]
-        fig, axes = plt.subplots(1, len(epochs), figsize=(4.3 * len(epochs), 3.4), squeeze=False)
-        for ax, epoch in zip(axes[0], epochs):
-            for i, (name, s) in enumerate(with_hist.items()):
-                rec = _nearest(s, epoch)
+        panels = histogram_panels(with_hist, epochs)
+        fig, axes = plt.subplots(1, len(panels), figsize=(4.3 * len(panels), 3.4), squeeze=False)
+        for ax, (title, drawn) in zip(axes[0], panels):
+            for i, (name, rec) in enumerate(drawn):
                 n = len(rec["pos_hist"])
                 centers = [-1 + (2 * j + 1) / n for j in range(n)]
                 for key, style in (("pos_hist", "-"), ("neg_hist", ":")):
                     total = sum(rec[key]) or 1
                     ax.plot(centers, [c / total for c in rec[key]], style, color=f"C{i}",
                             label=f"{name} {key[:3]}")
-            ax.set(title=f"scores at epoch ~{epoch:g}", xlabel="cosine score", ylabel="fraction")
+            ax.set(title=title, xlabel="cosine score", ylabel="fraction")
         axes[0][0].legend(fontsize=7)
         written.append(_save(fig, out / "histograms.png", plt))
     return written
