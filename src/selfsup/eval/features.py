@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable
 
 import torch
@@ -19,7 +20,7 @@ def extract_features(
     *,
     batch_size: int = 512,
     device: torch.device | str | None = None,
-    progress: bool = False,
+    progress: bool | None = False,
     desc: str = "features",
 ) -> Tensor:
     """Features (N, D) float32 of uint8 ``images`` (N, C, H, W) on ``device``.
@@ -28,6 +29,7 @@ def extract_features(
     (the eval recipe: resize + normalise). The backbone's train/eval mode is
     restored afterwards, so a monitor inside training leaves BN as it was.
     Under ``torchrun`` each rank encodes its share and every rank gets all N.
+    ``progress``: a tqdm bar (``desc``); None shows it only when stderr is a terminal.
     """
     if device is None:
         device = next(backbone.parameters()).device
@@ -38,7 +40,11 @@ def extract_features(
     out: list[Tensor] = []
     try:
         steps = range(0, len(mine), batch_size)
-        for i in tqdm(steps, desc=desc, disable=not progress, leave=False):
+        tty = sys.stderr.isatty()
+        show = tty if progress is None else progress
+        bar = tqdm(steps, desc=desc, leave=False, disable=not show,
+                   mininterval=0.1 if tty else 10.0)  # a log file gets few lines
+        for i in bar:
             x = transform(mine[i : i + batch_size].to(device, non_blocking=True))
             with _autocast(device):
                 out.append(backbone(x).float())

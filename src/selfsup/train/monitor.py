@@ -6,6 +6,7 @@ import torch
 from torch import nn
 
 from selfsup.config import Config
+from selfsup.distributed import is_main_process
 from selfsup.eval.features import extract_features
 from selfsup.eval.knn import knn_accuracy
 
@@ -13,13 +14,16 @@ from selfsup.eval.knn import knn_accuracy
 def knn_monitor(backbone: nn.Module, data, transform, cfg: Config, device: torch.device) -> dict:
     """Weighted k-NN top-1/top-5 of the frozen backbone: train split as memory, test as queries.
 
-    Cheap enough to run every few epochs (InstDisc; MoCo's CIFAR demo).
+    Cheap enough to run every few epochs (InstDisc; MoCo's CIFAR demo). With
+    ``run.progress``, rank 0 shows a short bar per split under the pretraining bar (on a
+    terminal only: a log file gets the k-NN record, not the bar).
     """
     e = cfg.eval
-    train = extract_features(backbone, data.memory.images, lambda x: _eval(transform, x),
-                             batch_size=e.batch_size, device=device)
-    test = extract_features(backbone, data.test.images, lambda x: _eval(transform, x),
-                            batch_size=e.batch_size, device=device)
+    show = None if cfg.run.progress and is_main_process() else False
+    train, test = (extract_features(backbone, split.images, lambda x: _eval(transform, x),
+                                    batch_size=e.batch_size, device=device, progress=show,
+                                    desc=f"k-NN monitor: {name} features")
+                   for name, split in (("memory", data.memory), ("test", data.test)))
     n_classes = int(max(data.memory.labels.max(), data.test.labels.max())) + 1
     acc = knn_accuracy(train, data.memory.labels, test, data.test.labels, n_classes,
                        k=e.knn_k, temperature=e.knn_temperature)
