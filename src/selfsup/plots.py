@@ -103,20 +103,25 @@ def plot_runs(runs: list[str | Path], out_dir: str | Path | None = None,
     if with_hist:
         last = max(s[-1]["epoch"] for s in with_hist.values())
         epochs = hist_epochs or [round(last * f, 2) for f in (0.1, 0.5, 1.0)]
-        panels = histogram_panels(with_hist, epochs)
-        fig, axes = plt.subplots(1, len(panels), figsize=(4.3 * len(panels), 3.4), squeeze=False)
-        for ax, (title, drawn) in zip(axes[0], panels):
-            for i, (name, rec) in enumerate(drawn):
-                n = len(rec["pos_hist"])
-                centers = [-1 + (2 * j + 1) / n for j in range(n)]
-                for key, style in (("pos_hist", "-"), ("neg_hist", ":")):
-                    total = sum(rec[key]) or 1
-                    ax.plot(centers, [c / total for c in rec[key]], style, color=f"C{i}",
-                            label=f"{name} {key[:3]}")
-            ax.set(title=title, xlabel="cosine score", ylabel="fraction")
-        axes[0][0].legend(fontsize=7)
-        written.append(_save(fig, out / "histograms.png", plt))
+        written.append(_histograms(plt, histogram_panels(with_hist, epochs),
+                                   out / "histograms.png"))
     return written
+
+
+def _histograms(plt, panels: list[tuple[str, list[tuple[str, dict]]]], path: Path) -> Path:
+    """Positive (solid) and negative (dotted) score distributions, one panel per epoch."""
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.3 * len(panels), 3.4), squeeze=False)
+    for ax, (title, drawn) in zip(axes[0], panels):
+        for i, (name, rec) in enumerate(drawn):
+            n = len(rec["pos_hist"])
+            centers = [-1 + (2 * j + 1) / n for j in range(n)]
+            for key, style in (("pos_hist", "-"), ("neg_hist", ":")):
+                total = sum(rec[key]) or 1
+                ax.plot(centers, [c / total for c in rec[key]], style, color=f"C{i}",
+                        label=f"{name} {key[:3]}")
+        ax.set(title=title, xlabel="cosine score", ylabel="fraction")
+    axes[0][0].legend(fontsize=7)
+    return _save(fig, path, plt)
 
 
 def _save(fig, path: Path, plt) -> Path:
