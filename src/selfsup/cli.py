@@ -144,6 +144,22 @@ def _parser() -> argparse.ArgumentParser:
                     help="JPEG decoder (simplejpeg: pip install 'selfsup[fast-jpeg]')")
     pk.add_argument("--no-progress", action="store_true", help="no progress bar")
 
+    em = sub.add_parser("embed", help="embeddings of every image of a folder, store or data "
+                        "set, to .npy/.csv/.parquet", allow_abbrev=False, epilog=EMBED_EPILOG,
+                        formatter_class=argparse.RawDescriptionHelpFormatter)
+    em.add_argument("source", metavar="RUN_OR_EXPORT", help="a run folder or an export folder")
+    em.add_argument("data", metavar="DATA", help="an image folder, a packed store (meta.json) "
+                    "or a data set name (e.g. fashion-mnist-sample)")
+    em.add_argument("--out", required=True, metavar="FILE", help="FILE.npy (+ FILE.files.txt), "
+                    "FILE.csv or FILE.parquet (needs pyarrow)")
+    em.add_argument("--head", action="store_true", help="the projection head's z instead of "
+                    "the backbone's h (run folders)")
+    em.add_argument("--data-root", default=None, help="folder of a named data set's files")
+    em.add_argument("--split", default="train", help="train (default), test, val, ...")
+    em.add_argument("--batch-size", type=int, default=256)
+    em.add_argument("--device", default="auto", help="auto | cpu | cuda")
+    em.add_argument("--no-progress", action="store_true", help="no progress bar")
+
     sub.add_parser("presets", help="list the YAML presets shipped with selfsup")
     cf = sub.add_parser("config", help="every config key with its value and meaning",
                         allow_abbrev=False, epilog="Example: selfsup config show --config "
@@ -159,6 +175,13 @@ def _parser() -> argparse.ArgumentParser:
     pl.add_argument("--out", default=None, help="output folder (default FIRST_RUN/plots)")
     return p
 
+
+EMBED_EPILOG = """Examples:
+  selfsup embed runs/quickstart fashion-mnist-sample --split test --out test.npy
+  selfsup embed runs/photos/export ~/photos --out photos.csv
+Each image gets the run's own eval preprocessing (resized to the trained side, normalised;
+gray <-> colour matched); an image folder is packed through the store cache first.
+FILE.files.txt holds one row per image: its file (or index), a tab and its label when known."""
 
 PACK_EPILOG = """Example:
   selfsup pack ~/photos data/photos-256 --size 256

@@ -174,6 +174,17 @@ def plot(args, extra: list[str]) -> int:
     return 0
 
 
+def embed(args, extra: list[str]) -> int:
+    from selfsup.embed import embed
+
+    written, n, dim = embed(args.source, args.data, args.out, head=args.head,
+                            data_root=args.data_root, split=args.split, device=args.device,
+                            batch_size=args.batch_size, progress=not args.no_progress)
+    print(f"{n} embeddings of dimension {dim} ({'z, head' if args.head else 'h, backbone'}): "
+          f"{' + '.join(map(str, written))}")
+    return 0
+
+
 def pack(args, extra: list[str]) -> int:
     from selfsup.data.pack import pack_folder
     from selfsup.data.store import read_meta
@@ -195,7 +206,7 @@ def pack(args, extra: list[str]) -> int:
 HANDLERS: dict[str, Callable[..., int]] = {
     "pretrain": pretrain, "knn": knn, "linear": linear, "finetune": stage, "distill": stage,
     "cluster": cluster, "transfer": transfer, "export": export, "presets": presets,
-    "plot": plot, "pack": pack, "config": config,
+    "plot": plot, "pack": pack, "config": config, "embed": embed,
 }
 # subcommands that take no --section.key overrides: extra arguments are an error
-NO_OVERRIDES = ("export", "presets", "plot", "pack")
+NO_OVERRIDES = ("export", "presets", "plot", "pack", "embed")
