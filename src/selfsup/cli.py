@@ -160,6 +160,22 @@ def _parser() -> argparse.ArgumentParser:
     em.add_argument("--device", default="auto", help="auto | cpu | cuda")
     em.add_argument("--no-progress", action="store_true", help="no progress bar")
 
+    pi = sub.add_parser("pictures", help="nearest-neighbour grid and 2-D map of a run; images "
+                        "per cluster of a cluster run (PNGs into RUN/plots)", allow_abbrev=False,
+                        epilog=PICTURES_EPILOG,
+                        formatter_class=argparse.RawDescriptionHelpFormatter)
+    pi.add_argument("run", metavar="RUN", help="a run folder, or a `selfsup cluster` folder")
+    pi.add_argument("--queries", type=int, default=8, help="test images to query (default 8)")
+    pi.add_argument("--k", type=int, default=8, help="neighbours shown per query (default 8)")
+    pi.add_argument("--map", default="auto", choices=["auto", "umap", "tsne", "none"],
+                    help="2-D map: UMAP if installed, else t-SNE (scikit-learn)")
+    pi.add_argument("--map-points", type=int, default=2000, help="images on the map (2000)")
+    pi.add_argument("--per-cluster", type=int, default=10, help="images per cluster row (10)")
+    pi.add_argument("--clusters", type=int, default=20, help="largest clusters shown (20)")
+    pi.add_argument("--out", default=None, help="output folder (default RUN/plots)")
+    pi.add_argument("--device", default="auto", help="auto | cpu | cuda")
+    pi.add_argument("--no-progress", action="store_true", help="no progress bar")
+
     sub.add_parser("presets", help="list the YAML presets shipped with selfsup")
     cf = sub.add_parser("config", help="every config key with its value and meaning",
                         allow_abbrev=False, epilog="Example: selfsup config show --config "
@@ -175,6 +191,13 @@ def _parser() -> argparse.ArgumentParser:
     pl.add_argument("--out", default=None, help="output folder (default FIRST_RUN/plots)")
     return p
 
+
+PICTURES_EPILOG = """Examples:
+  selfsup pictures runs/quickstart            # plots/neighbours.png, plots/map.png
+  selfsup pictures runs/cluster-quickstart-fashion-mnist-sample-k10-s0   # plots/clusters.png
+Neighbours: test queries (train when there is no test split) and their nearest train images
+by cosine of the backbone features h, with class names. Extra --section.key value pairs
+override the run's config (e.g. --data.root DIR)."""
 
 EMBED_EPILOG = """Examples:
   selfsup embed runs/quickstart fashion-mnist-sample --split test --out test.npy

@@ -185,6 +185,17 @@ def embed(args, extra: list[str]) -> int:
     return 0
 
 
+def pictures(args, extra: list[str]) -> int:
+    from selfsup.pictures import pictures
+
+    written, notes = pictures(args.run, queries=args.queries, k=args.k, map=args.map,
+                              map_points=args.map_points, per_cluster=args.per_cluster,
+                              max_clusters=args.clusters, out_dir=args.out, device=args.device,
+                              progress=not args.no_progress, overrides=extra)
+    print("\n".join([*map(str, written), *notes]))
+    return 0
+
+
 def pack(args, extra: list[str]) -> int:
     from selfsup.data.pack import pack_folder
     from selfsup.data.store import read_meta
@@ -207,6 +218,7 @@ HANDLERS: dict[str, Callable[..., int]] = {
     "pretrain": pretrain, "knn": knn, "linear": linear, "finetune": stage, "distill": stage,
     "cluster": cluster, "transfer": transfer, "export": export, "presets": presets,
     "plot": plot, "pack": pack, "config": config, "embed": embed,
+    "pictures": pictures,
 }
 # subcommands that take no --section.key overrides: extra arguments are an error
 NO_OVERRIDES = ("export", "presets", "plot", "pack", "embed")
