@@ -6,6 +6,7 @@ so it can be read without the code. Images are drawn as stored (uint8, gray or R
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import numpy as np
@@ -39,9 +40,15 @@ def _show(ax, image: Tensor) -> None:
 
 
 def _save(fig, path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=DPI)
+    """Write ``fig`` as a 256-colour PNG: a third of the bytes, no visible change here."""
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    fig.savefig(buffer, dpi=DPI, format="png")
     pyplot().close(fig)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    image = Image.open(buffer).convert("RGB").quantize(256, method=Image.Quantize.MEDIANCUT)
+    image.save(path, optimize=True)
     return path
 
 
