@@ -27,8 +27,8 @@ from selfsup.picture_plots import draw_map, draw_neighbours, draw_rows, pyplot
 from selfsup.runs import RunFolder
 
 MAPS = ("auto", "umap", "tsne", "none")
-NO_MAP = ("no 2-D map: it needs scikit-learn (t-SNE; pip install 'selfsup[maps]') or "
-          "umap-learn (UMAP; pip install umap-learn)")
+NO_MAP = ("no 2-D map: it needs scikit-learn for t-SNE (pip install scikit-learn, or "
+          "'selfsup[maps]') or umap-learn for UMAP (pip install umap-learn)")
 
 
 def pick_queries(labels: Tensor | None, n: int, total: int) -> Tensor:
