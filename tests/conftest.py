@@ -85,6 +85,17 @@ def _goes_nan_after_6(**kwargs) -> nn.Module:
     return _GoesNaN(after=6)
 
 
+def error_line(capsys, argv: list[str]) -> str:
+    """Run the CLI; assert exit status 2 and exactly one ``error:`` line; return it."""
+    from selfsup.cli import main
+
+    code = main(argv)
+    err = capsys.readouterr().err.strip()
+    assert code == 2, err
+    assert err.startswith("error: ") and "\n" not in err and "Traceback" not in err, err
+    return err
+
+
 @pytest.fixture
 def nan_backbone() -> str:
     """The name of a registered backbone whose output is NaN from its 7th training step on."""

@@ -7,13 +7,7 @@ import shutil
 import pytest
 
 from selfsup.cli import main
-
-
-def _error_line(capsys, argv) -> str:
-    assert main(argv) == 2
-    err = capsys.readouterr().err.strip()
-    assert err.startswith("error: ") and "\n" not in err and "Traceback" not in err, err
-    return err
+from tests.conftest import error_line
 
 
 @pytest.mark.parametrize("extra,needle", [
@@ -25,11 +19,11 @@ def _error_line(capsys, argv) -> str:
     (["--data.dataset", "imagenet7"], "imagenet7"),
 ])
 def test_config_errors(capsys, tiny_args, extra, needle):
-    assert needle in _error_line(capsys, ["pretrain", *tiny_args, *extra])
+    assert needle in error_line(capsys, ["pretrain", *tiny_args, *extra])
 
 
 def test_missing_data_root(capsys, tiny_args, tmp_path):
-    err = _error_line(capsys, ["pretrain", *tiny_args, "--data.dataset", "fashion-mnist",
+    err = error_line(capsys, ["pretrain", *tiny_args, "--data.dataset", "fashion-mnist",
                                "--data.root", str(tmp_path / "nowhere")])
     assert str(tmp_path / "nowhere") in err
 
@@ -45,7 +39,7 @@ def test_truncated_data_file(capsys, tiny_args, tmp_path, shared_data):
     root = _copy_fashion(shared_data, tmp_path / "fm")
     f = root / "train-images-idx3-ubyte.gz"
     f.write_bytes(f.read_bytes()[:100_000])
-    err = _error_line(capsys, ["pretrain", *tiny_args, "--data.dataset", "fashion-mnist",
+    err = error_line(capsys, ["pretrain", *tiny_args, "--data.dataset", "fashion-mnist",
                                "--data.root", str(root)])
     assert "train-images-idx3-ubyte.gz" in err
 
@@ -56,7 +50,7 @@ def test_checksum_mismatch(capsys, tiny_args, tmp_path, shared_data):
     raw = bytearray(f.read_bytes())
     raw[-20] ^= 0xFF  # same size as the official file, different bytes
     f.write_bytes(bytes(raw))
-    err = _error_line(capsys, ["pretrain", *tiny_args, "--data.dataset", "fashion-mnist",
+    err = error_line(capsys, ["pretrain", *tiny_args, "--data.dataset", "fashion-mnist",
                                "--data.root", str(root)])
     assert "train-labels-idx1-ubyte.gz" in err and "checksum" in err.lower()
 
@@ -80,13 +74,13 @@ def test_image_folder_with_unreadable_file(capsys, tiny_args, tmp_path):
 
 
 def test_nan_loss_is_one_line(capsys, tiny_args, nan_backbone):
-    err = _error_line(capsys, ["pretrain", *tiny_args, "--model.backbone", nan_backbone,
+    err = error_line(capsys, ["pretrain", *tiny_args, "--model.backbone", nan_backbone,
                                "--train.epochs", "4"])
     assert "loss became nan" in err
 
 
 def test_resume_of_a_non_run(capsys, tmp_path):
-    assert "not a selfsup run folder" in _error_line(capsys, ["pretrain", "--resume",
+    assert "not a selfsup run folder" in error_line(capsys, ["pretrain", "--resume",
                                                               str(tmp_path)])
 
 
@@ -125,6 +119,6 @@ def test_help_and_presets(capsys):
 
 def test_files_of_another_data_set_are_refused(capsys, tiny_args, shared_data):
     """--data.dataset mnist pointed at the Fashion-MNIST files: an error, not a warning."""
-    err = _error_line(capsys, ["pretrain", *tiny_args, "--data.dataset", "mnist",
+    err = error_line(capsys, ["pretrain", *tiny_args, "--data.dataset", "mnist",
                                "--data.root", str(shared_data / "fashion-mnist")])
     assert "not the official mnist file" in err and "--data.verify warn" in err

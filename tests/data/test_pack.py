@@ -186,7 +186,7 @@ def test_store_damage_is_reported(folder: Path, tmp_path: Path) -> None:
         open_store(tmp_path)
 
 
-def test_store_shares_pages_across_processes(folder: Path, tmp_path: Path) -> None:
+def test_store_mapping_is_copy_on_write(folder: Path, tmp_path: Path) -> None:
     """Copy-on-write mapping: writing to the tensor never reaches the file."""
     out = pack_folder(folder, tmp_path / "s", 16, workers=0, progress=False)
     data = open_store(out)

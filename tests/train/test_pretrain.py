@@ -12,11 +12,9 @@ from pathlib import Path
 
 import pytest
 import torch
-from torch import nn
 
 from selfsup.config import load_config
 from selfsup.errors import TrainingError
-from selfsup.models import register_backbone
 from selfsup.train.checkpoint import load_checkpoint
 from selfsup.train.logging import read_jsonl
 from selfsup.train.pretrain import pretrain
@@ -85,29 +83,8 @@ def test_resume_after_sigkill_is_bit_identical(tmp_path):
     _assert_identical(_final_state(tmp_path / "straight"), _final_state(tmp_path / "killed"))
 
 
-class _GoesNaN(nn.Module):
-    """A backbone whose output turns NaN after a number of forward calls."""
-
-    def __init__(self, after: int) -> None:
-        super().__init__()
-        self.net = nn.Sequential(nn.Conv2d(1, 8, 3), nn.AdaptiveAvgPool2d(1), nn.Flatten())
-        self.feature_dim = 8
-        self.calls, self.after = 0, after
-
-    def forward(self, x):
-        if self.training:
-            self.calls += 1
-        out = self.net(x)
-        return out * float("nan") if self.calls > self.after else out
-
-
-@register_backbone("test_goes_nan")
-def _goes_nan(**kwargs) -> nn.Module:
-    return _GoesNaN(after=6)
-
-
-def test_nan_loss_stops_with_clear_error_and_keeps_last_good_checkpoint(tiny_args):
-    cfg = load_config("quickstart", [*tiny_args, "--model.backbone", "test_goes_nan",
+def test_nan_loss_stops_with_clear_error_and_keeps_last_good_checkpoint(tiny_args, nan_backbone):
+    cfg = load_config("quickstart", [*tiny_args, "--model.backbone", nan_backbone,
                                      "--train.epochs", "4"])
     with pytest.raises(TrainingError, match=r"loss became nan by step 7 .*last good checkpoint"):
         pretrain(cfg)

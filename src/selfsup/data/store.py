@@ -75,10 +75,6 @@ def open_store(path: str | Path, split: str = "train") -> ImageSet:
                     mapped=True)
 
 
-def store_splits(path: str | Path) -> list[str]:
-    return list(read_meta(path)["splits"])
-
-
 def cache_path(src: str | Path, size: int, cache_dir: str | Path, channels="auto",
                decoder: str = "pil") -> Path:
     """The cached store of folder ``src`` at these settings: ``<cache>/<name>-<key>``."""

@@ -13,9 +13,11 @@ import time
 from selfsup.distributed import rank
 from selfsup.train.resume import elastic_restart
 
+_SPEC = os.environ.get("SELFSUP_FAULT", "")  # read once: the loop calls this every step
+
 
 def inject_fault(step: int) -> None:
-    spec = os.environ.get("SELFSUP_FAULT")
+    spec = _SPEC
     if not spec:
         return
     kind, *args = spec.split("@")

@@ -138,7 +138,8 @@ class PretrainRun:
         bar.set_postfix(loss=f"{self.last['loss']:.4f}", lr=f"{lr:.3g}")
         return synced.flag
 
-    def save(self, step: int, tag: str | None = None) -> None:
+    def save(self, step: int, epoch_file: int | None = None) -> None:
+        """``last.pt`` (and ``epoch_NNNN.pt`` for ``epoch_file``), rank 0 only."""
         if not is_main_process():
             return
         state = {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
@@ -147,15 +148,14 @@ class PretrainRun:
                  "input": input_spec(self.data), "metrics": self.last,
                  "collapse_step": self.collapsed_at, "train_s": self.train_s(),
                  "selfsup_version": __version__}
-        if tag:  # first: a run killed between the two writes still has its epoch file
-            atomic_save(state, self.folder.checkpoint(f"{tag}.pt"))
+        if epoch_file is not None:  # first: a run killed between the writes keeps it
+            atomic_save(state, self.folder.epoch_checkpoint(epoch_file))
         atomic_save(state, self.folder.checkpoint())
 
     def end_of_epoch(self, step: int, end_of_epoch: bool) -> None:
         """The checkpoint at an epoch's end (or the run's), and the periodic k-NN monitor."""
         epoch, every, knn = step // self.spe, self.cfg.run.checkpoint_every, self.cfg.eval.knn_every
-        self.save(step, f"epoch_{epoch:04d}" if end_of_epoch and every and epoch % every == 0
-                  else None)
+        self.save(step, epoch if end_of_epoch and every and epoch % every == 0 else None)
         if end_of_epoch and knn > 0 and epoch % knn == 0 and step < self.total:
             self.monitor(step)
 

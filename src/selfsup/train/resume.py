@@ -70,7 +70,7 @@ def record_resume(run_dir: Path, step: int, changes: dict[str, tuple], how: str)
     """Append this resume, and what it changed, to ``resumes.jsonl``."""
     rec = {"time": round(time.time(), 3), "step": step, "how": how,
            "changes": {k: {"was": old, "now": new} for k, (old, new) in changes.items()}}
-    with open(run_dir / "resumes.jsonl", "a") as f:
+    with open(RunFolder(run_dir).resumes, "a") as f:
         f.write(json.dumps(rec) + "\n")
 
 
