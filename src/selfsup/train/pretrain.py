@@ -20,6 +20,7 @@ from tqdm.auto import tqdm
 from selfsup.config import Config
 from selfsup.data.loader import MappedLoader
 from selfsup.distributed import (
+    barrier,
     broadcast_object,
     init_distributed,
     is_distributed,
@@ -80,6 +81,10 @@ def pretrain(cfg: Config, *, run_dir: str | Path | None = None, resume: bool = F
         loader.close()
     run.finish(step, complete)
     if is_distributed() and launched:
+        # leave together: rank 0 may still be writing the summary and plots, and a peer that
+        # tore its group down first aborted in gloo ("terminate called without an active
+        # exception", 3 of 13 elastic restarts, torch 2.13), failing a finished run
+        barrier()
         torch.distributed.destroy_process_group()
     return folder.path
 
