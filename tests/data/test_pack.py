@@ -99,6 +99,30 @@ def test_interrupted_pack_resumes_and_is_never_read_as_complete(folder: Path, tm
     assert not (out / "state.json").exists() and not (out / "progress.jsonl").exists()
 
 
+def test_a_pack_killed_after_squeezing_a_split_keeps_its_rows(folder: Path, tmp_path: Path,
+                                                               monkeypatch) -> None:
+    """Killed after the bad rows were squeezed out but before meta.json: the resumed pack must
+    keep the squeezed rows (it once re-created the file, zeros that nothing decoded again)."""
+    real = pack_mod.write_json
+
+    def killed(path, obj):
+        if path.name == "meta.json":
+            raise KeyboardInterrupt
+        real(path, obj)
+
+    monkeypatch.setattr(pack_mod, "write_json", killed)
+    out = tmp_path / "store"
+    with pytest.raises(KeyboardInterrupt):
+        pack_folder(folder, out, 16, workers=0, chunk=4, progress=False)
+    assert not (out / "meta.json").exists()
+    monkeypatch.setattr(pack_mod, "write_json", real)
+    pack_folder(folder, out, 16, workers=0, chunk=4, progress=False)
+    fresh = pack_folder(folder, tmp_path / "fresh", 16, workers=0, progress=False)
+    for split in ("train", "test"):
+        assert torch.equal(open_store(out, split).images, open_store(fresh, split).images)
+    assert open_store(out).images.flatten(1).amax(1).min() > 0  # no zeroed rows
+
+
 def test_other_listing_or_size_is_repacked(folder: Path, tmp_path: Path) -> None:
     cache = tmp_path / "cache"
     first = ensure_store(folder, 16, cache, progress=False, workers=0)

@@ -200,7 +200,10 @@ def _pack_split(src: Path, out: Path, split: str, listing: Listing, modes: list[
                         f"read (first: {skipped[0]['file']}: {skipped[0]['reason']})")
     target = folder / "images.u8"
     row = channels * size * size
-    if not target.is_file() or target.stat().st_size != len(keep) * row:
+    compacted = any(r.get("compacted") == split for r in log.records)
+    # a split squeezed before the kill holds only its good rows: keep them (re-creating the
+    # file here zeroed a finished split that nothing would decode again)
+    if not compacted and (not target.is_file() or target.stat().st_size != len(keep) * row):
         with open(target, "wb") as f:  # preallocated, sparse until written
             f.truncate(len(keep) * row)
     records = [r for r in log.records if r.get("chunk", [None])[0] == split]
@@ -229,7 +232,10 @@ def _pack_split(src: Path, out: Path, split: str, listing: Listing, modes: list[
     if not good:
         raise DataError(f"{src / listing.folder}: none of the {len(modes)} image files decodes "
                         f"(first: {skipped[0]['file']}: {skipped[0]['reason']})")
-    if holes and not any(r.get("compacted") == split for r in log.records):
+    if compacted and (not target.is_file() or target.stat().st_size != len(good) * row):
+        raise DataError(f"{out}: {split}/images.u8 was changed after packing; delete {out} "
+                        "and pack again")
+    if holes and not compacted:
         log.add({"compact": split})
         squeeze(target, len(keep), row, holes)
         log.add({"compacted": split})
