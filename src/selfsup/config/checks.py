@@ -24,6 +24,8 @@ def validate(cfg: Config) -> None:
     _require(t.steps is None or t.steps >= 1, f"train.steps must be >= 1, got {t.steps}")
     _require(t.precision in ("auto", "bf16", "fp32"),
              f"train.precision must be auto, bf16 or fp32, got {t.precision!r}")
+    _require(t.channels_last in (True, False, "auto"),
+             f"train.channels_last must be auto, true or false, got {t.channels_last!r}")
     _require(t.max_time_s is None or t.max_time_s > 0,
              f"train.max_time_s must be > 0, got {t.max_time_s}")
     _require(o.lr is None or o.lr > 0, f"optim.lr must be > 0, got {o.lr}")

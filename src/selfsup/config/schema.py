@@ -70,9 +70,9 @@ class TrainConfig:
     batch_size: int = 256  # global batch (all ranks together)
     seed: int = 0  # weights, data order and augmentations: a resumed run is bit-identical
     device: str = "auto"  # auto | cpu | cuda | cuda:N
-    precision: str = "auto"  # auto (bf16 on CUDA, fp32 on CPU) | bf16 | fp32
+    precision: str = "auto"  # auto (bf16 where native: CUDA, AMX/AVX512-BF16) | bf16 | fp32
     compile: bool = False  # torch.compile the method step
-    channels_last: bool = False  # NHWC memory layout for the convolutions
+    channels_last: bool | str = "auto"  # NHWC convs: auto (CUDA, bf16-native CPUs) | true | false
     sync_bn: bool = False  # SyncBatchNorm across ranks under torchrun (CUDA)
     max_time_s: float | None = None  # wall-clock budget; stops cleanly with a checkpoint
     num_threads: int | None = None  # CPU threads; None: the CPUs available / local ranks

@@ -33,6 +33,7 @@ from selfsup.experiment import resolve_device
 from selfsup.runs import RunFolder, check_run_name, new_run_dir
 from selfsup.train.faults import inject_fault
 from selfsup.train.metrics import MetricAccumulator, Synced
+from selfsup.train.precision import resolve_numerics
 from selfsup.train.pretrain_run import PretrainRun
 from selfsup.train.resume import (
     auto_resume_dir,
@@ -70,10 +71,12 @@ def pretrain(cfg: Config, *, run_dir: str | Path | None = None, resume: bool = F
     spe = loader.steps_per_epoch
     total = t.steps if t.steps is not None else t.epochs * spe
     _warn_short_warm_up(cfg, spe, total)
-    run = PretrainRun(cfg, folder, data, model, optimizer, eval_tf, device, spe, total)
+    run = PretrainRun(cfg, folder, data, model, optimizer, eval_tf, device, spe, total,
+                      numerics=resolve_numerics(cfg, device).describe())
     if resume:
         run.restore(how, changes)
     complete = run.prepare_folder(resume, anew)
+    _announce(run, complete)
     step = run.start
     if not complete:
         step = _loop(run, loader, augment, _wrap(model, cfg, device))
@@ -116,6 +119,16 @@ def _setup(cfg: Config) -> torch.device:
     return device
 
 
+def _announce(run: PretrainRun, complete: bool) -> None:
+    """The start line: what trains on what, in which numerics and why, into which folder."""
+    if complete or not is_main_process() or not run.cfg.run.progress:  # quiet runs stay quiet
+        return
+    c, n = run.cfg, len(run.data.train)
+    print(f"selfsup: {c.method.name} on {c.data.dataset} ({n} images), {c.model.backbone} "
+          f"w{c.model.width:g} on {run.device}, steps {run.start}->{run.total}, "
+          f"{run.numerics} -> {run.folder.path}", file=sys.stderr, flush=True)
+
+
 def _warn_short_warm_up(cfg: Config, spe: int, total: int) -> None:
     warmup = int(cfg.optim.warmup_epochs * spe)
     if cfg.optim.schedule == "warmup_cosine" and warmup >= total and is_main_process():
@@ -139,7 +152,7 @@ def _loop(run: PretrainRun, loader, augment, step_fn) -> int:
     """Steps from ``run.start`` to the end (or the time budget); returns the last step."""
     cfg, model = run.cfg, run.model
     t, r, spe, total = cfg.train, cfg.run, run.spe, run.total
-    autocast_dtype = precision_dtype(cfg, run.device)
+    numerics = resolve_numerics(cfg, run.device)
     gen = torch.Generator(device=run.device)
     acc = MetricAccumulator(run.device)
     bar = tqdm(total=total, initial=run.start, desc=f"{cfg.method.name} pretrain",
@@ -151,9 +164,10 @@ def _loop(run: PretrainRun, loader, augment, step_fn) -> int:
     while step < total:  # the Method contract: selfsup.methods.base
         model.set_epoch(step / spe)  # FT's start epoch
         views = make_views(loader, augment, gen, step, t.seed, model.n_views,
-                           t.channels_last)  # n_views: Jigsaw takes 1
+                           numerics.channels_last)  # n_views: Jigsaw takes 1
         lr = lr_at(cfg, step, total, spe)
-        acc.add(optimisation_step(step_fn, run.optimizer, views, lr, autocast_dtype, run.device))
+        acc.add(optimisation_step(step_fn, run.optimizer, views, lr, numerics.autocast_dtype,
+                                  run.device))
         model.after_step(step, total)  # momentum encoders, queues
         step += 1
         bar.update(1)

@@ -54,6 +54,7 @@ class PretrainRun:
     collapsed_at: int | None = None
     train_s_before: float = 0.0  # training time of earlier sessions of a resumed run
     t_start: float = field(default_factory=time.perf_counter)
+    numerics: str = ""  # the precision and layout chosen, and why (start line, summary.json)
 
     def __post_init__(self) -> None:
         self.logger = MetricsLogger(self.folder.path, tensorboard=self.cfg.run.tensorboard)
@@ -195,6 +196,7 @@ class PretrainRun:
                        "steps": step, "epochs": round(step / self.spe, 4),
                        "images_seen": step * t.batch_size, "train_s": round(self.train_s(), 2),
                        "final_loss": self.last.get("loss"), "collapse_step": self.collapsed_at,
+                       "numerics": self.numerics,
                        **{f"final_{k}": v for k, v in final.items()}}
             atomic_write_text(self.folder.summary, json.dumps(summary, indent=2))
             _plot(self.folder.path)

@@ -21,6 +21,7 @@ from selfsup.experiment import (
 from selfsup.methods import build_method
 from selfsup.methods.base import Method
 from selfsup.train.optim import build_optimizer
+from selfsup.train.precision import precision_dtype, resolve_numerics  # noqa: F401
 from selfsup.train.schedule import step_decay, warmup_cosine
 
 
@@ -35,13 +36,6 @@ def lr_at(cfg: Config, step: int, total: int, steps_per_epoch: int) -> float:
     return base
 
 
-def precision_dtype(cfg: Config, device: torch.device) -> torch.dtype | None:
-    p = cfg.train.precision
-    if p == "auto":
-        p = "bf16" if device.type == "cuda" else "fp32"
-    return torch.bfloat16 if p == "bf16" else None
-
-
 def build_training(cfg: Config, device: torch.device):
     """Data, augmentations, loader, method and optimiser of ``cfg`` (shared with benchmarks)."""
     t = cfg.train
@@ -53,7 +47,7 @@ def build_training(cfg: Config, device: torch.device):
     if not isinstance(model, Method):
         raise ConfigError(f"method {cfg.method.name!r} builds a {type(model).__name__}, not a "
                           "selfsup.methods.Method (the contract the loop relies on)")
-    if t.channels_last:
+    if resolve_numerics(cfg, device).channels_last:
         model = model.to(memory_format=torch.channels_last)
     optimizer = build_optimizer(cfg.optim.optimizer, model, base_lr_for(cfg),
                                 cfg.optim.weight_decay, cfg.optim.momentum)
