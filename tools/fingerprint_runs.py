@@ -29,7 +29,9 @@ RUNS = {
 COMMON = ["--data.dataset", "fashion-mnist-sample", "--data.limit", "256",
           "--model.width", "0.125", "--train.batch_size", "32", "--train.steps", "6",
           "--eval.knn_every", "-1", "--run.progress", "false", "--run.log_every", "2",
-          "--train.num_threads", "1", "--train.device", "cpu", "--method.queue_size", "64"]
+          "--train.num_threads", "1", "--train.device", "cpu", "--method.queue_size", "64",
+          # the numerics the fingerprints were first taken in (auto picks bf16 on AMX CPUs)
+          "--train.precision", "fp32", "--train.channels_last", "false"]
 
 
 def _digest(state: dict) -> str:
