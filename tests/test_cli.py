@@ -122,3 +122,22 @@ def test_files_of_another_data_set_are_refused(capsys, tiny_args, shared_data):
     err = error_line(capsys, ["pretrain", *tiny_args, "--data.dataset", "mnist",
                                "--data.root", str(shared_data / "fashion-mnist")])
     assert "not the official mnist file" in err and "--data.verify warn" in err
+
+
+def test_unpacked_files_of_another_data_set_are_refused(capsys, tiny_args, shared_data,
+                                                        tmp_path):
+    """Decompressed Fashion-MNIST files have MNIST's sizes: only their hash tells them apart."""
+    import gzip
+    import shutil
+
+    folder = tmp_path / "unpacked"
+    folder.mkdir()
+    for gz in (shared_data / "fashion-mnist").glob("*.gz"):
+        with gzip.open(gz) as src, open(folder / gz.name.removesuffix(".gz"), "wb") as dst:
+            shutil.copyfileobj(src, dst)
+    err = error_line(capsys, ["pretrain", *tiny_args, "--data.dataset", "mnist",
+                               "--data.root", str(folder)])
+    assert "sha256 checksum mismatch" in err and "--data.verify warn" in err
+    from selfsup.data import load_dataset
+
+    assert len(load_dataset("fashion-mnist", folder, split="test")) == 10_000  # its own name
