@@ -12,6 +12,7 @@ from __future__ import annotations
 import sys
 import time
 import warnings
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -166,8 +167,9 @@ def _loop(run: PretrainRun, loader, augment, step_fn) -> int:
         views = make_views(loader, augment, gen, step, t.seed, model.n_views,
                            numerics.channels_last)  # n_views: Jigsaw takes 1
         lr = lr_at(cfg, step, total, spe)
-        acc.add(optimisation_step(step_fn, run.optimizer, views, lr, numerics.autocast_dtype,
-                                  run.device))
+        with _peers_answer(step, run, bar):  # DDP's all-reduce of the gradients waits on them
+            acc.add(optimisation_step(step_fn, run.optimizer, views, lr,
+                                      numerics.autocast_dtype, run.device))
         model.after_step(step, total)  # momentum encoders, queues
         step += 1
         bar.update(1)
@@ -192,9 +194,25 @@ def _loop(run: PretrainRun, loader, augment, step_fn) -> int:
 
 
 def _sync(acc: MetricAccumulator, over: bool, step: int, run: PretrainRun, bar) -> Synced:
-    try:
+    with _peers_answer(step, run, bar, any_error=True):
         return acc.sync(flag=over)  # one all-reduce: metrics, histograms, rank 0's clock
-    except RuntimeError as exc:  # gloo/NCCL timeout: a peer stopped or died
+
+
+# what gloo / NCCL say when a peer stopped answering or died (lower case)
+_PEER_LOST = ("timeout", "timed out", "pair closure", "connection closed", "connection reset",
+              "broken pipe", "nccl communicator was aborted")
+
+
+@contextmanager
+def _peers_answer(step: int, run: PretrainRun, bar, any_error: bool = False):
+    """A collective that a stopped or dead peer left waiting ends the run in one line; the
+    last checkpoint is untouched (``any_error``: every RuntimeError of a pure collective)."""
+    try:
+        yield
+    except RuntimeError as exc:
+        text = str(exc).lower()
+        if world_size() == 1 or not (any_error or any(k in text for k in _PEER_LOST)):
+            raise
         bar.close()
         raise TrainingError(
             f"rank {rank()}: the other ranks did not answer at step {step} within "
