@@ -50,6 +50,8 @@ def test_every_integer_setting_takes_integers_only(capsys, key):
     (["--eval.batch_size", "0"], "eval.batch_size must be >= 1, got 0"),
     (["--run.score_bins", "0"], "run.score_bins must be >= 1, got 0"),
     (["--train.num_threads", "-1"], "train.num_threads must be >= 1, got -1"),
+    (["--train.seed", "-1"], "train.seed must be in [0, 2**31), got -1"),
+    (["--train.seed", "1000000000000"], "train.seed must be in [0, 2**31), got 1000000000000"),
     (["--train.device", "tpu"], "train.device must be auto, cpu, cuda, cuda:N or mps, got 'tpu'"),
     (["--model.head_hidden", "0"], "model.head_hidden must be >= 1, got 0"),
     (["--run.checkpoint_steps", "-2"], "run.checkpoint_steps must be >= 0, got -2"),
@@ -149,6 +151,37 @@ def test_disk_full_while_checkpointing_is_one_line(capsys, tmp_path, monkeypatch
                                "--run.name", "full"])
     assert "last.pt: cannot write (No space left on device)" in err
     assert not list((tmp_path / "full" / "checkpoints").glob("*.tmp"))  # nothing half-written
+
+
+@pytest.mark.parametrize("limit_kb", [8, 200])  # the first / a later checkpoint write fails
+def test_a_real_file_size_limit_is_one_line(tmp_path, limit_kb):
+    """A real failed write (RLIMIT_FSIZE: EFBIG, as ENOSPC would be), not a mocked one: torch
+    reports it as a RuntimeError of its zip writer, which once escaped as a traceback."""
+    import resource
+    import subprocess
+    import sys
+
+    def limit():
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit_kb * 1024, limit_kb * 1024))
+
+    cmd = [sys.executable, "-m", "selfsup", "pretrain", *TINY, "--run.out_dir", str(tmp_path),
+           "--run.name", "full", "--train.num_threads", "1", "--run.log_every", "1"]
+    res = subprocess.run(cmd, capture_output=True, text=True, preexec_fn=limit, timeout=300)
+    lines = [x for x in res.stderr.strip().splitlines() if not x.startswith(" ")
+             and "Warning" not in x and "warnings.warn" not in x]
+    assert res.returncode == 2 and lines[-1].startswith("error: "), res.stderr[-2000:]
+    assert "cannot write" in lines[-1] and "Traceback" not in res.stderr
+    assert not list(tmp_path.rglob("*.tmp"))  # nothing half-written left behind
+
+
+def test_a_metrics_log_that_cannot_be_written_is_one_error(tmp_path):
+    from selfsup.errors import DataError
+    from selfsup.train.logging import MetricsLogger
+
+    logger = MetricsLogger(tmp_path)
+    (tmp_path / "metrics.jsonl").mkdir()  # any OSError of the append: EISDIR here, ENOSPC live
+    with pytest.raises(DataError, match="metrics.jsonl: cannot write"):
+        logger.log({"step": 1, "loss": 1.0})
 
 
 def test_a_run_shorter_than_its_warm_up_warns(tmp_path):

@@ -21,6 +21,8 @@ def validate(cfg: Config) -> None:
     t, o, m = cfg.train, cfg.optim, cfg.model
     _require(t.batch_size >= 2, f"train.batch_size must be >= 2 (negatives), got {t.batch_size}")
     _require(t.epochs >= 1, f"train.epochs must be >= 1, got {t.epochs}")
+    # the augmentation seed (seed * 1_000_003 + step) * 64 + rank must fit torch's int64
+    _require(0 <= t.seed < 2**31, f"train.seed must be in [0, 2**31), got {t.seed}")
     _require(t.steps is None or t.steps >= 1, f"train.steps must be >= 1, got {t.steps}")
     _require(t.precision in ("auto", "bf16", "fp32"),
              f"train.precision must be auto, bf16 or fp32, got {t.precision!r}")

@@ -47,22 +47,39 @@ def atomic_save(obj: Any, path: str | Path) -> None:
         if isinstance(e, OSError) and not isinstance(e, DataError):  # e.g. the disk is full
             raise DataError(f"{path}: cannot write ({e.strerror or e}); the previous file, "
                             "if any, is intact") from None
+        if isinstance(e, RuntimeError) and _failed_write(e):  # torch's zip writer says so
+            raise DataError(f"{path}: cannot write (the disk is full or the file too large: "
+                            f"{str(e).strip().splitlines()[0][:100]}); the previous file, if "
+                            "any, is intact") from None
         raise
+
+
+def _failed_write(e: RuntimeError) -> bool:
+    """torch.save reports a failed write (ENOSPC, EFBIG) as a RuntimeError of its zip writer,
+    e.g. ``[enforce fail at inline_container.cc:...] . unexpected pos ...``."""
+    text = str(e).lower()
+    return "inline_container" in text or "file write failed" in text or "streamwriter" in text
 
 
 def atomic_write_text(path: str | Path, text: str) -> None:
     """Write ``text`` to a temporary file in the same folder, fsync, then rename."""
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as e:
+        raise DataError(f"{path}: cannot write ({e.strerror or e})") from None
     try:
         with os.fdopen(fd, "w") as f:
             f.write(text)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         if os.path.exists(tmp):
             os.unlink(tmp)
+        if isinstance(e, OSError):
+            raise DataError(f"{path}: cannot write ({e.strerror or e}); the previous file, "
+                            "if any, is intact") from None
         raise
 
 

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from selfsup.distributed import is_main_process
+from selfsup.errors import DataError
 from selfsup.train.checkpoint import atomic_write_text
 
 
@@ -41,8 +42,11 @@ class MetricsLogger:
         if not self.enabled:
             return
         record = {"time": round(time.time(), 3), **record}
-        with self.path.open("a") as f:
-            f.write(json.dumps(record, default=_jsonable) + "\n")
+        try:
+            with self.path.open("a") as f:
+                f.write(json.dumps(record, default=_jsonable) + "\n")
+        except OSError as e:  # e.g. the disk is full: one line, not a traceback mid-run
+            raise DataError(f"{self.path}: cannot write ({e.strerror or e})") from None
         if self._tb is not None and "step" in record:
             for k, v in record.items():
                 if isinstance(v, (int, float)) and k not in ("step", "time") and math.isfinite(v):
