@@ -152,3 +152,31 @@ def test_an_older_run_with_flat_method_keys_is_compared_in_sections(tmp_path):
         warnings.simplefilter("ignore", FutureWarning)
         changes = config_changes(tmp_path, cfg)
     assert changes["method.moco.queue_size"] == (4096, 1024)
+
+
+def test_wrap_with_sync_bn_keeps_the_resumed_optimiser_attached(monkeypatch):
+    """pretrain's own _wrap (SyncBN + DDP, faked here: SyncBN needs CUDA and a group) after a
+    resume loaded the optimiser: a step of that optimiser must move the wrapped model."""
+    from selfsup.train import pretrain as loop
+
+    cfg = load_config("quickstart", ["--model.width", "0.125", "--train.sync_bn", "true"])
+    model = build_method(cfg, build_backbone("resnet18", width=0.125, stem="cifar",
+                                             in_channels=1))
+    opt = build_optimizer("sgd", model, 0.1, 0.0, 0.9)
+    for p in model.parameters():
+        p.grad = torch.ones_like(p)
+    opt.step()
+    state = opt.state_dict()  # as a checkpoint holds it
+    opt.load_state_dict(state)
+    monkeypatch.setattr(loop, "is_distributed", lambda: True)
+    monkeypatch.setattr(torch.nn.parallel, "DistributedDataParallel", lambda m, **kw: m)
+    wrapped = loop._wrap(model, cfg, torch.device("cpu"))
+    assert any(isinstance(m, torch.nn.SyncBatchNorm) for m in wrapped.modules())
+    params = list(wrapped.parameters())
+    assert {id(p) for g in opt.param_groups for p in g["params"]} == {id(p) for p in params}
+    before = [p.detach().clone() for p in params]
+    for p in params:
+        p.grad = torch.ones_like(p)
+    opt.step()
+    assert all(not torch.equal(a, p) for a, p in zip(before, params))
+    assert all(opt.state[p]["momentum_buffer"] is not None for p in params)  # resumed state
