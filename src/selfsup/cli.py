@@ -13,6 +13,7 @@ import sys
 
 from selfsup.commands import HANDLERS, NO_OVERRIDES
 from selfsup.errors import SelfsupError
+from selfsup.runs import LAST
 
 EPILOG = """Any config key can be overridden as --section.key value, e.g.
   selfsup pretrain --config simclr-fashion-mnist --train.epochs 20 --data.root data/fashion-mnist
@@ -31,6 +32,9 @@ def _parser() -> argparse.ArgumentParser:
     p = _Parser(prog="selfsup", description="Self-supervised contrastive "
                 "representation learning: pretrain, evaluate, export.")
     p.add_argument("--version", action="store_true", help="print the version and exit")
+    p.add_argument("--plugin", action="append", default=[], metavar="FILE",
+                   help="import this Python file first (its register_method / "
+                        "register_backbone calls add methods and backbones); repeatable")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
 
     pre = sub.add_parser("pretrain", help="pretrain an encoder (SimCLR, ...)", epilog=EPILOG,
@@ -47,7 +51,7 @@ def _parser() -> argparse.ArgumentParser:
                            epilog="Extra --section.key value pairs override the run's config "
                            "(e.g. --data.root DIR).")
         e.add_argument("run", metavar="RUN", help="run folder")
-        e.add_argument("--checkpoint", default="last.pt", help="file in RUN/checkpoints")
+        e.add_argument("--checkpoint", default=LAST, help="file in RUN/checkpoints")
         e.add_argument("--device", default=None, help="cpu | cuda (default: the run's)")
         if name == "knn":
             e.add_argument("--k", type=int, default=200, help="neighbours (default 200)")
@@ -89,7 +93,7 @@ def _parser() -> argparse.ArgumentParser:
                         "+ config.json")
     ex.add_argument("run", metavar="RUN", help="run folder")
     ex.add_argument("--out", default=None, help="output folder (default RUN/export)")
-    ex.add_argument("--checkpoint", default="last.pt", help="file in RUN/checkpoints")
+    ex.add_argument("--checkpoint", default=LAST, help="file in RUN/checkpoints")
     ex.add_argument("--format", default="safetensors",
                     choices=["safetensors", "torchvision", "onnx"],
                     help="safetensors (default; selfsup.load_backbone reads it), torchvision "
@@ -249,6 +253,25 @@ def _stage_args(p: argparse.ArgumentParser, epochs: int, weight_decay: float = 0
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
+def _import_plugin(path: str) -> None:
+    """Run a user's file of registrations (a method or backbone in one file, outside src/)."""
+    import importlib.util
+    from pathlib import Path
+
+    file = Path(path).expanduser()
+    if not file.is_file():
+        raise SelfsupError(f"--plugin {path}: no such file")
+    spec = importlib.util.spec_from_file_location(f"selfsup_plugin_{file.stem}", file)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    try:
+        spec.loader.exec_module(module)
+    except SelfsupError:
+        raise
+    except Exception as e:  # the user's code: its first line is the useful one
+        raise SelfsupError(f"--plugin {path}: {type(e).__name__}: {e}") from None
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = _parser()
     try:
@@ -264,6 +287,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 0
     try:
+        for path in args.plugin:
+            _import_plugin(path)
         if extra and args.command in NO_OVERRIDES:
             raise SelfsupError(f"selfsup {args.command}: unrecognized arguments: {' '.join(extra)}")
         return HANDLERS[args.command](args, extra)

@@ -14,6 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from selfsup.errors import SelfsupError
+from selfsup.runs import RunFolder
 
 
 def _recipe(args):
@@ -27,7 +28,7 @@ def _recipe(args):
 def pretrain(args, extra: list[str]) -> int:
     from selfsup.config import load_config
     from selfsup.eval.protocols import describe
-    from selfsup.experiment import run_config
+    from selfsup.runs import run_config
     from selfsup.train.pretrain import pretrain
 
     if args.resume:
@@ -42,7 +43,7 @@ def pretrain(args, extra: list[str]) -> int:
         # Under torchrun only rank 0 writes summary.json, and the process group is already
         # gone here, so the launcher's RANK is what tells the ranks apart.
         return 0
-    summary = json.loads((Path(run_dir) / "summary.json").read_text())
+    summary = json.loads(RunFolder(Path(run_dir)).summary.read_text())
     print(f"run folder: {run_dir}")
     loss = summary.get("final_loss")  # None: no step was logged
     loss_s = "unknown" if loss is None else f"{loss:.4f}"
@@ -96,7 +97,7 @@ def stage(args, extra: list[str]) -> int:
     else:
         out = distill(args.teacher, student=args.student, student_width=args.student_width,
                       temperature=args.temperature, alpha=args.alpha, **common)
-    s = json.loads((out / "summary.json").read_text())
+    s = json.loads(RunFolder(Path(out)).summary.read_text())
     print(f"run folder: {out}")
     if "test_top1" in s:
         print(f"{args.command}: test top-1 {100 * s['test_top1']:.2f} %, top-5 "
@@ -130,7 +131,7 @@ def transfer(args, extra: list[str]) -> int:
     out = transfer(args.cluster_run, arch=args.arch, width=args.width, stem=args.stem,
                    recipe=_recipe(args), out_dir=args.out, device=args.device, overrides=extra,
                    progress=not args.no_progress)
-    s = json.loads((Path(out) / "summary.json").read_text())
+    s = json.loads(RunFolder(Path(out)).summary.read_text())
     print(f"run folder: {out}")
     print(f"transfer: {args.arch} w{args.width:g} learned the {s['k']} clusters to "
           f"{100 * s['pseudo_label_train_top1']:.2f} % (train, un-augmented) in {s['epochs']} "
@@ -165,7 +166,7 @@ def presets(args, extra: list[str]) -> int:
 def plot(args, extra: list[str]) -> int:
     from selfsup.plots import plot_runs
 
-    missing = [r for r in args.runs if not (Path(r) / "metrics.jsonl").is_file()]
+    missing = [r for r in args.runs if not RunFolder(Path(r)).metrics.is_file()]
     if missing:
         raise SelfsupError(f"{missing[0]}: not a run folder (no metrics.jsonl)")
     written = plot_runs(args.runs, args.out, args.epochs)

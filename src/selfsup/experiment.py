@@ -9,18 +9,16 @@ from __future__ import annotations
 import inspect
 import warnings
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 from torch import nn
 
 from selfsup.augment import NORMALIZATION, RECIPES, build_recipe
-from selfsup.config import Config, load_config
+from selfsup.config import Config
 from selfsup.data import ImageSet, load_dataset
 from selfsup.errors import ConfigError, DataError
 from selfsup.models import build_backbone
-from selfsup.runs import RunFolder
-from selfsup.train.checkpoint import load_checkpoint
+from selfsup.runs import RunFolder, load_run_backbone, run_config  # noqa: F401 (their old home)
 
 
 @dataclass
@@ -132,36 +130,6 @@ def make_backbone(cfg: Config, in_channels: int) -> nn.Module:
     if not m.backbone.startswith("resnet"):
         kwargs = {}  # adapters and user backbones take their own arguments
     return build_backbone(m.backbone, **kwargs)
-
-
-def run_config(run_dir: str | Path, overrides: list[str] | dict | None = None) -> Config:
-    path = RunFolder(Path(run_dir)).config
-    if not path.is_file():
-        raise DataError(f"{run_dir}: not a selfsup run folder (no config.yaml)")
-    return load_config(path, overrides)
-
-
-def load_run_backbone(run_dir: str | Path, cfg: Config | None = None,
-                      checkpoint: str = "last.pt") -> tuple[nn.Module, Config, dict]:
-    """The trained backbone of a run (CPU, eval mode), its config and checkpoint metadata."""
-    cfg = cfg or run_config(run_dir)
-    ckpt = load_checkpoint(RunFolder(Path(run_dir)).checkpoint(checkpoint))
-    in_channels = int(ckpt.get("in_channels", 3))
-    backbone = make_backbone(cfg, in_channels)
-    prefix = "backbone."
-    state = {k[len(prefix):]: v for k, v in ckpt["model"].items() if k.startswith(prefix)}
-    try:
-        missing, unexpected = backbone.load_state_dict(state, strict=False)
-    except RuntimeError as e:  # shapes differ: another width, depth or input channels
-        detail = next((x.strip() for x in str(e).splitlines() if "size mismatch" in x), str(e))
-        raise DataError(f"{run_dir}: checkpoint does not fit model.backbone "
-                        f"{cfg.model.backbone} w{cfg.model.width:g} ({detail[:200]})") from None
-    if missing or unexpected:
-        raise DataError(f"{run_dir}: checkpoint does not match model.backbone "
-                        f"(missing {missing[:3]}, unexpected {unexpected[:3]})")
-    backbone.eval()
-    meta = {k: v for k, v in ckpt.items() if k not in ("model", "optimizer", "rng")}
-    return backbone, cfg, meta
 
 
 def resolve_device(name: str) -> torch.device:

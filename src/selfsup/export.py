@@ -21,15 +21,15 @@ from torch import Tensor, nn
 
 from selfsup import __version__
 from selfsup.errors import ConfigError, DataError, SelfsupError
-from selfsup.experiment import input_spec, load_data, load_run_backbone
+from selfsup.experiment import input_spec, load_data
 from selfsup.export_formats import FILES, FORMATS, WRITERS, check_format
 from selfsup.models import build_from_config
-from selfsup.runs import RunFolder
+from selfsup.runs import LAST, RunFolder, load_run_backbone
 from selfsup.train.checkpoint import atomic_write_text
 
 
 def export_run(run_dir: str | Path, out_dir: str | Path | None = None,
-               checkpoint: str = "last.pt", format: str = "safetensors") -> Path:
+               checkpoint: str = LAST, format: str = "safetensors") -> Path:
     """Write ``<run>/export/{model.<ext>,config.json}`` (or into ``out_dir``).
 
     ``format``: ``safetensors`` (``model.safetensors``, what :func:`load_backbone`

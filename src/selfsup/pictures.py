@@ -22,9 +22,9 @@ from torch import Tensor
 from selfsup.cluster.teacher import Teacher, layer_features, load_teacher
 from selfsup.data import ImageSet
 from selfsup.errors import ConfigError, DataError
-from selfsup.experiment import load_split, resolve_device, run_config
+from selfsup.experiment import load_split, resolve_device
 from selfsup.picture_plots import draw_map, draw_neighbours, draw_rows, pyplot
-from selfsup.runs import RunFolder
+from selfsup.runs import RunFolder, run_config
 
 MAPS = ("auto", "umap", "tsne", "none")
 NO_MAP = ("no 2-D map: it needs scikit-learn for t-SNE (pip install scikit-learn, or "

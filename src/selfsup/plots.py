@@ -19,7 +19,7 @@ def _records(run: Path) -> tuple[list[dict], list[dict], list[dict]]:
     records = read_jsonl(RunFolder(Path(run)).metrics)
     train = _last_per_step([r for r in records if "loss" in r])
     knn = _last_per_step([r for r in records if "knn_top1" in r])
-    return train, knn, _last_per_step(read_jsonl(run / "scores.jsonl"))
+    return train, knn, _last_per_step(read_jsonl(RunFolder(run).scores))
 
 
 def _last_per_step(records: list[dict]) -> list[dict]:
@@ -70,7 +70,7 @@ def plot_runs(runs: list[str | Path], out_dir: str | Path | None = None,
             _records(r) for r in runs}
     if not any(train for train, _, _ in data.values()):
         return []
-    out = Path(out_dir) if out_dir is not None else runs[0] / "plots"
+    out = Path(out_dir) if out_dir is not None else RunFolder(runs[0]).plots
     out.mkdir(parents=True, exist_ok=True)
     written = []
 

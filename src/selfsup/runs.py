@@ -13,6 +13,9 @@ Every stage writes one folder and every later stage needs nothing else::
       export/                model.safetensors + config.json
       plots/*.png
       stage.json             stages after pretraining (finetune, distill, transfer)
+      subset.txt             a fine-tuning run's labelled subset
+
+``run_config`` and ``load_run_backbone`` read a run back: its config and trained backbone.
 """
 
 from __future__ import annotations
@@ -21,9 +24,15 @@ import json
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from selfsup.config import Config
-from selfsup.errors import ConfigError
+from selfsup.config import Config, load_config
+from selfsup.errors import ConfigError, DataError
+
+if TYPE_CHECKING:
+    import torch
+
+LAST = "last.pt"  # the checkpoint every stage reads by default
 
 
 def _file(name: str) -> property:
@@ -45,8 +54,9 @@ class RunFolder:
     stage = _file("stage.json")
     export = _file("export")
     plots = _file("plots")
+    subset = _file("subset.txt")  # the labelled subset of a fine-tuning run
 
-    def checkpoint(self, name: str = "last.pt") -> Path:
+    def checkpoint(self, name: str = LAST) -> Path:
         return self.checkpoints / name
 
     def epoch_checkpoint(self, epoch: int) -> Path:
@@ -91,3 +101,36 @@ def new_run_dir(cfg: Config) -> Path:
         except FileExistsError:
             n += 1
             path = out_dir / f"{name}-{n}"
+
+
+def run_config(run_dir: str | Path, overrides: list[str] | dict | None = None) -> Config:
+    path = RunFolder(Path(run_dir)).config
+    if not path.is_file():
+        raise DataError(f"{run_dir}: not a selfsup run folder (no config.yaml)")
+    return load_config(path, overrides)
+
+
+def load_run_backbone(run_dir: str | Path, cfg: Config | None = None,
+                      checkpoint: str = LAST) -> tuple[torch.nn.Module, Config, dict]:
+    """The trained backbone of a run (CPU, eval mode), its config and checkpoint metadata."""
+    from selfsup.experiment import make_backbone  # torch: only when a backbone is asked for
+    from selfsup.train.checkpoint import load_checkpoint
+
+    cfg = cfg or run_config(run_dir)
+    ckpt = load_checkpoint(RunFolder(Path(run_dir)).checkpoint(checkpoint))
+    in_channels = int(ckpt.get("in_channels", 3))
+    backbone = make_backbone(cfg, in_channels)
+    prefix = "backbone."
+    state = {k[len(prefix):]: v for k, v in ckpt["model"].items() if k.startswith(prefix)}
+    try:
+        missing, unexpected = backbone.load_state_dict(state, strict=False)
+    except RuntimeError as e:  # shapes differ: another width, depth or input channels
+        detail = next((x.strip() for x in str(e).splitlines() if "size mismatch" in x), str(e))
+        raise DataError(f"{run_dir}: checkpoint does not fit model.backbone "
+                        f"{cfg.model.backbone} w{cfg.model.width:g} ({detail[:200]})") from None
+    if missing or unexpected:
+        raise DataError(f"{run_dir}: checkpoint does not match model.backbone "
+                        f"(missing {missing[:3]}, unexpected {unexpected[:3]})")
+    backbone.eval()
+    meta = {k: v for k, v in ckpt.items() if k not in ("model", "optimizer", "rng")}
+    return backbone, cfg, meta

@@ -98,3 +98,21 @@ def test_registry_refuses_a_taken_name_and_lists_the_known_ones():
     with pytest.raises(ConfigError, match=r"unknown method.name 'nosuch'; known: .*jigsaw, "
                                           r"moco, simclr, test_cosine_target"):
         build_method(cfg, nn.Identity())
+
+
+def test_the_installed_cli_takes_the_method_file_as_a_plugin(tmp_path):
+    """``selfsup --plugin FILE`` imports a user's file of registrations: the same method,
+    trained by the real command line in a new process (this file is the plugin)."""
+    import subprocess
+    import sys
+
+    cmd = [sys.executable, "-m", "selfsup", "--plugin", __file__, "pretrain", "--config",
+           "quickstart", *TINY, "--method.name", "test_cosine_target", "--train.steps", "2",
+           "--run.out_dir", str(tmp_path), "--run.name", "plug", "--train.num_threads", "1"]
+    res = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert load_checkpoint(tmp_path / "plug" / "checkpoints" / "last.pt")["step"] == 2
+    bad = subprocess.run([sys.executable, "-m", "selfsup", "--plugin", str(tmp_path / "no.py"),
+                          "presets"], capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 2 and bad.stderr.strip() == f"error: --plugin {tmp_path}/no.py: " \
+        "no such file"

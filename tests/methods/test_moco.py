@@ -16,18 +16,7 @@ from selfsup.methods import MoCo, build_method
 from selfsup.models import ProjectionHead, resnet
 from selfsup.train.logging import read_jsonl
 from selfsup.train.pretrain import pretrain
-
-
-def tiny_moco(**kw) -> MoCo:
-    torch.manual_seed(0)
-    backbone = nn.Sequential(nn.Linear(4, 6), nn.BatchNorm1d(6), nn.ReLU())
-    args = dict(temperature=0.2, momentum=0.9, queue_size=10, shuffle_bn="off", out_dim=3)
-    return MoCo(backbone, nn.Linear(6, 3), **{**args, **kw})
-
-
-def views(n: int = 4, seed: int = 0) -> list[torch.Tensor]:
-    g = torch.Generator().manual_seed(seed)
-    return [torch.randn(n, 4, generator=g), torch.randn(n, 4, generator=g)]
+from tests.methods.tiny_moco import tiny_moco, views
 
 
 def params(*modules: nn.Module) -> list[torch.Tensor]:

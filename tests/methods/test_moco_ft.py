@@ -12,7 +12,7 @@ from selfsup.losses import info_nce
 from selfsup.methods import MoCo, build_method
 from selfsup.methods.feature_transform import FeatureTransform
 from selfsup.models import resnet
-from tests.methods.test_moco import tiny_moco, views
+from tests.methods.tiny_moco import tiny_moco, views
 
 FT_BOTH = dict(extrapolate=True, interpolate=True)
 

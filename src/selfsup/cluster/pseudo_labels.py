@@ -25,6 +25,7 @@ from selfsup.cluster.teacher import layer_features, load_teacher
 from selfsup.config import Config, DataConfig, save_config
 from selfsup.errors import ConfigError, DataError
 from selfsup.experiment import load_split, resolve_device
+from selfsup.runs import RunFolder
 from selfsup.train.checkpoint import atomic_save
 
 
@@ -132,7 +133,7 @@ def cluster(teacher_path: str | Path, k: int, *, layer: str | None = None,
         "clustered_stats": cluster_statistics(res.assign.cpu(), k, fit_set.labels),
         "labelled_stats": cluster_statistics(assign, k, label_set.labels),
     }
-    save_config(label_cfg, out / "config.yaml")
+    save_config(label_cfg, RunFolder(out).config)
     atomic_save({"centroids": res.centroids.cpu(), "spherical": spherical,
                  "layer": layer or "output"}, out / "centroids.pt")
     atomic_save({"labels": assign, "dataset": label_cfg.data.dataset,
@@ -184,7 +185,7 @@ def _plot_sizes(out: Path, assign: Tensor, k: int) -> None:
     fig, ax = plt.subplots(figsize=(6, 3))
     ax.bar(range(k), sizes.tolist(), width=1.0)
     ax.set(xlabel="cluster (by size)", ylabel="images", title=f"cluster sizes, k={k}")
-    (out / "plots").mkdir(exist_ok=True)
+    RunFolder(out).plots.mkdir(exist_ok=True)
     fig.tight_layout()
-    fig.savefig(out / "plots" / "cluster_sizes.png", dpi=80)
+    fig.savefig(RunFolder(out).plots / "cluster_sizes.png", dpi=80)
     plt.close(fig)

@@ -22,8 +22,7 @@ from selfsup.augment import build_recipe
 from selfsup.config import Config
 from selfsup.errors import ConfigError, DataError
 from selfsup.eval.features import extract_features
-from selfsup.experiment import load_run_backbone, run_config
-from selfsup.runs import RunFolder
+from selfsup.runs import RunFolder, load_run_backbone, run_config
 
 
 @dataclass

@@ -16,8 +16,8 @@ from selfsup.errors import ConfigError, DataError
 from selfsup.eval.features import extract_features
 from selfsup.eval.knn import knn_accuracy
 from selfsup.eval.linear import linear_probe
-from selfsup.experiment import eval_augmentation, load_data, load_run_backbone, resolve_device
-from selfsup.runs import RunFolder
+from selfsup.experiment import eval_augmentation, load_data, resolve_device
+from selfsup.runs import LAST, RunFolder, load_run_backbone
 from selfsup.train.supervised import SupervisedRecipe
 
 
@@ -47,7 +47,7 @@ def _extract(backbone, cfg, data, dev, progress):
 
 
 def _cfg(run_dir, overrides):
-    from selfsup.experiment import run_config
+    from selfsup.runs import run_config
 
     return run_config(run_dir, overrides)
 
@@ -66,7 +66,7 @@ def _record(run_dir, cfg, meta, data, protocol: dict, result: dict, name: str) -
 
 
 def evaluate_knn(run_dir: str | Path, *, k: int = 200, temperature: float = 0.1,
-                 overrides: list[str] | None = None, checkpoint: str = "last.pt",
+                 overrides: list[str] | None = None, checkpoint: str = LAST,
                  device: str | None = None, progress: bool = True) -> dict:
     """``knn-200``: weighted k-NN on frozen h, train split as memory, test split as queries.
 
@@ -89,7 +89,7 @@ def evaluate_knn(run_dir: str | Path, *, k: int = 200, temperature: float = 0.1,
 
 
 def evaluate_linear(run_dir: str | Path, recipe: SupervisedRecipe | None = None, *,
-                    overrides: list[str] | None = None, checkpoint: str = "last.pt",
+                    overrides: list[str] | None = None, checkpoint: str = LAST,
                     device: str | None = None, progress: bool = True) -> dict:
     """``linear-feat``: a linear classifier on frozen, standardised train features."""
     backbone, cfg, meta, data, dev = _load(run_dir, overrides, checkpoint, device)

@@ -82,8 +82,8 @@ class SimCLR(Method):
     Metrics: ``loss`` and :func:`score_stats` (``pos_sim``, ``neg_sim``,
     ``neg_var``, ``pos_hist``, ``neg_hist``; ``score_bins`` bins) of this step's
     scores: with FT applied, the scores its loss used (l_pos (2N,), l_neg
-    (2N, 2(M − 1))); with FT off, the cosines of the local batch, from one
-    no-grad 2N x 2N product (``nt_xent`` does not return its logits).
+    (2N, 2(M − 1))); with FT off, the cosines that the loss's own 2N x 2M product
+    gave (:func:`~selfsup.losses.ntxent.nt_xent_scores`), no second product.
 
     ``ft`` applies in training mode from ``ft.start_epoch`` on, reading
     :attr:`epoch` (:meth:`set_epoch`) and drawing from :attr:`generator` (the

@@ -25,7 +25,7 @@ from torch import Tensor, nn
 from selfsup.config.method_checks import check_temperature
 from selfsup.distributed import world_size
 from selfsup.errors import ConfigError
-from selfsup.losses.ntxent import nt_xent
+from selfsup.losses.ntxent import nt_xent_scores
 from selfsup.methods.base import Method
 from selfsup.methods.moco import RENAMED_STATE
 from selfsup.methods.momentum import KeyEncoderViews, MomentumEncoder
@@ -76,11 +76,12 @@ class SimCLRMemory(KeyEncoderViews, Method):
         x = torch.cat(views)  # 2N x C x H x W
         z = F.normalize(self.head(self.backbone(x)), dim=1)  # 2N x d
         queue = self.dictionary.snapshot()  # K x d; the enqueue below must not touch it
-        loss = nt_xent(z[:n], z[n:], self.temperature, normalize=False, negatives=queue)
-        with torch.no_grad():
-            zd = z.detach().float()
-            l_pos = (zd[:n] * zd[n:]).sum(1).repeat(2)  # 2N: both anchors of each pair
-            l_neg = zd @ queue.float().T  # 2N x K: the memory's scores
+        loss, scores, _, pos_idx = nt_xent_scores(z[:n], z[n:], self.temperature,
+                                                  normalize=False, negatives=queue)
+        with torch.no_grad():  # the statistics read the loss's own product: no second 2N x K
+            s = scores.detach().float()  # 2N x (2M + K)
+            l_pos = s[torch.arange(s.shape[0], device=s.device), pos_idx]  # 2N
+            l_neg = s[:, s.shape[1] - queue.shape[0]:]  # 2N x K: the memory's scores
             if self.training:
                 self.dictionary.enqueue(F.normalize(self.encoder_k(x), dim=1))  # 2N keys
         return loss, {"loss": loss.detach(), **score_stats(l_pos, l_neg, self.score_bins)}

@@ -21,6 +21,7 @@ from selfsup.errors import ConfigError
 from selfsup.experiment import load_data, make_backbone, resolve_device
 from selfsup.losses import distillation_loss
 from selfsup.models import check_backbone_name
+from selfsup.runs import RunFolder
 from selfsup.stages import (
     Classifier,
     finetune_augmentation,
@@ -58,7 +59,7 @@ def distill(teacher_run: str | Path, *, student: str = "resnet18", student_width
                           f"{cfg.data.dataset} has {classes}")
     labels = torch.full((len(train),), -1, dtype=torch.int64)  # -1: unlabeled
     if alpha < 1.0:
-        subset = teacher_run / "subset.txt"
+        subset = RunFolder(teacher_run).subset
         if not subset.is_file() or train.labels is None:
             raise ConfigError(f"alpha={alpha} needs the teacher's labelled subset "
                               f"({subset}) and a labelled train split")

@@ -17,6 +17,7 @@ import torch
 from selfsup.data.subsets import class_balanced_subset, load_subset, save_subset
 from selfsup.errors import ConfigError
 from selfsup.experiment import load_data, resolve_device
+from selfsup.runs import RunFolder
 from selfsup.stages import (
     classifier_from_pretrained,
     finetune_augmentation,
@@ -75,7 +76,7 @@ def finetune(run_dir: str | Path, *, label_fraction: float | None = None,
     stage = "scratch" if scratch else "finetune"
     name = f"{run_dir.name}-{stage}-{tag}-k{head_layer}-s{recipe.seed}"
     out = new_stage_dir(Path(out_dir) if out_dir else run_dir.parent / name)
-    save_subset(idx, out / "subset.txt")
+    save_subset(idx, RunFolder(out).subset)
     dev = resolve_device(device)
     net.to(dev)
     torch.manual_seed(recipe.seed)

@@ -17,9 +17,9 @@ from torch import Tensor, nn
 
 from selfsup.config import Config
 from selfsup.errors import ConfigError, DataError
-from selfsup.experiment import load_run_backbone, make_backbone, run_config
+from selfsup.experiment import make_backbone
 from selfsup.methods import build_method
-from selfsup.runs import RunFolder
+from selfsup.runs import RunFolder, load_run_backbone, run_config
 from selfsup.train.checkpoint import load_checkpoint
 
 

@@ -58,7 +58,7 @@ class PretrainRun:
 
     def __post_init__(self) -> None:
         self.logger = MetricsLogger(self.folder.path, tensorboard=self.cfg.run.tensorboard)
-        self.scores = MetricsLogger(self.folder.path, filename="scores.jsonl",
+        self.scores = MetricsLogger(self.folder.path, filename=self.folder.scores.name,
                                     writer=self.logger.writer)
 
     def restore(self, how: str, changes: dict) -> None:

@@ -58,6 +58,13 @@ def _optimizer(model: nn.Module, recipe: SupervisedRecipe) -> torch.optim.Optimi
                            weight_decay=recipe.weight_decay, nesterov=recipe.nesterov)
 
 
+def _check_examples(inputs: Tensor, labels: Tensor) -> None:
+    if len(inputs) != len(labels):
+        raise ValueError(f"{len(inputs)} inputs but {len(labels)} targets")
+    if len(inputs) == 0:
+        raise ValueError("no training examples")
+
+
 def fit_classifier(
     model: nn.Module,
     inputs: Tensor,
@@ -82,11 +89,8 @@ def fit_classifier(
     ``loss_fn(model(x), y)``. ``log`` receives ``{"epoch", "loss", "lr"}``
     after every epoch. A non-finite epoch loss raises (nothing silent).
     """
+    _check_examples(inputs, labels)
     device = next(model.parameters()).device
-    if len(inputs) != len(labels):
-        raise ValueError(f"{len(inputs)} inputs but {len(labels)} targets")
-    if len(inputs) == 0:
-        raise ValueError("no training examples")
     opt = _optimizer(model, recipe)
     objective = objective or (lambda m, x, y: loss_fn(m(x), y))
     steps_per_epoch = max(len(inputs) // recipe.batch_size, 1)
