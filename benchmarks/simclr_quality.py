@@ -12,9 +12,20 @@ lightly; they run one after the other in this script.
 
 selfsup plans its cosine schedule over the budget from a short calibration
 run (its images/s), which is not counted in the budget; the budget itself is
-a hard wall-clock cap on the training loop for both systems.
+a hard wall-clock cap on the training loop for both systems. selfsup runs in its
+default numerics (train.precision / channels_last auto: bf16 + NHWC on a CPU with
+native bf16), once per ``--seeds``.
 
-    python benchmarks/simclr_quality.py --budget-s 600
+lightly runs each of ``--lightly-recipes``: ``example`` (its documented example,
+examples/pytorch/simclr.py) and ``benchmark`` (its CIFAR-10 benchmark settings: SGD
+momentum 0.9, lr 0.06 x batch/128, weight decay 5e-4, cosine, T=0.5), in its own venv,
+fp32 as documented. Time to accuracy: the target is the best lightly accuracy at the
+budget; each system's time to reach it is read from its accuracy-vs-training-time
+curve (selfsup: its epoch checkpoints; lightly: backbones saved at --curve-s seconds),
+linearly interpolated between the two points around the target, and the ratio is
+lightly's time over selfsup's (mean over selfsup's seeds).
+
+    python benchmarks/simclr_quality.py --budget-s 600 --seeds 0 1 2
     python benchmarks/simclr_quality.py --method moco --budget-s 600
 """
 
@@ -38,6 +49,8 @@ from selfsup.data import load_dataset  # noqa: E402
 from selfsup.eval import extract_features, knn_accuracy  # noqa: E402
 from selfsup.experiment import load_run_backbone  # noqa: E402
 from selfsup.models import resnet  # noqa: E402
+from selfsup.runs import RunFolder  # noqa: E402
+from selfsup.train.logging import read_jsonl  # noqa: E402
 from selfsup.train.pretrain import pretrain  # noqa: E402
 
 MEAN, STD = (0.2860,), (0.3530,)
@@ -66,7 +79,7 @@ PEERS = {"simclr": "lightly_simclr.py", "moco": "lightly_moco.py"}
 def selfsup_overrides(args, work: Path) -> list[str]:
     out = ["--data.dataset", "fashion-mnist", "--data.root", args.data_root,
            "--model.width", str(args.width), "--train.batch_size", str(args.batch),
-           "--train.seed", str(args.seed), "--eval.knn_every", "-1", "--run.progress", "false",
+           "--eval.knn_every", "-1", "--run.progress", "false",
            "--run.out_dir", str(work)]
     if args.method == "simclr":
         out += ["--method.temperature", str(args.temperature),
@@ -74,34 +87,81 @@ def selfsup_overrides(args, work: Path) -> list[str]:
     return out
 
 
-def run_selfsup(args, work: Path) -> tuple[dict, Path]:
-    base = selfsup_overrides(args, work)
+def run_selfsup(args, work: Path, seed: int) -> tuple[dict, Path]:
+    base = [*selfsup_overrides(args, work), "--train.seed", str(seed)]
     # 1. calibration: images/s of this machine, to plan the schedule's length
     cal = pretrain(load_config(PRESETS[args.method],
-                               [*base, "--run.name", "calibrate", "--train.max_time_s", "25",
-                                "--train.steps", "100000"]))
+                               [*base, "--run.name", f"calibrate-s{seed}", "--train.max_time_s",
+                                "25", "--train.steps", "100000"]))
     s = json.loads((cal / "summary.json").read_text())
     ips = s["images_seen"] / s["train_s"]
     steps = max(int(args.budget_s * ips / args.batch), 10)
     epochs_planned = steps * args.batch / 60_000
-    # 2. the budgeted run: cosine over the planned steps, warm-up 10 % of them
+    # 2. the budgeted run: cosine over the planned steps, warm-up 10 % of them; a checkpoint
+    # every epoch for the accuracy-vs-time curve (written outside the timed steps' work)
     warmup = 0.1 * epochs_planned if args.method == "simclr" else 0.0  # MoCo v2: none
     run = pretrain(load_config(PRESETS[args.method], [
-        *base, "--run.name", "selfsup", "--train.steps", str(steps),
-        "--optim.warmup_epochs", str(warmup), "--train.max_time_s", str(args.budget_s)]))
+        *base, "--run.name", f"selfsup-s{seed}", "--train.steps", str(steps),
+        "--optim.warmup_epochs", str(warmup), "--train.max_time_s", str(args.budget_s),
+        "--run.checkpoint_every", "1"]))
     summary = json.loads((run / "summary.json").read_text())
     summary["planned_steps"] = steps
     return summary, run
 
 
-def run_lightly(args, work: Path) -> dict:
-    out = work / "lightly"
+def epoch_times(run: Path) -> dict[int, float]:
+    """Training seconds at the end of each epoch, from metrics.jsonl's clock."""
+    rows = read_jsonl(run / "metrics.jsonl")
+    start = next(r for r in rows if r.get("event") == "start")
+    spe = start["steps_per_epoch"]
+    return {r["step"] // spe: r["time"] - start["time"] for r in rows
+            if "loss" in r and r["step"] % spe == 0}
+
+
+def time_to(target: float, curve: list[tuple[float, float]], floor: float) -> float | None:
+    """First time the (seconds, accuracy) curve reaches ``target``, linearly interpolated
+    (from the random-init ``floor`` at 0 s before the first point)."""
+    prev = (0.0, floor)
+    for t, acc in curve:
+        if acc >= target:
+            t0, a0 = prev
+            return t0 + (t - t0) * (target - a0) / (acc - a0) if acc > a0 else t
+        prev = (t, acc)
+    return None
+
+
+def selfsup_curve(run: Path, train, test, target: float, final: float,
+                  train_s: float) -> list[tuple[float, float]]:
+    """(training s, knn-200) at epoch checkpoints, in order, until one reaches ``target``."""
+    curve = []
+    for epoch, t in sorted(epoch_times(run).items()):
+        ckpt = RunFolder(run).epoch_checkpoint(epoch)
+        if not ckpt.is_file():
+            continue
+        backbone, _, _ = load_run_backbone(run, checkpoint=ckpt.name)
+        curve.append((t, knn_eval(backbone, train, test)["top1"]))
+        print(f"  {run.name} epoch {epoch} ({t:.0f} s): knn-200 {curve[-1][1]:.4f}", flush=True)
+        if curve[-1][1] >= target:
+            return curve
+    return [*curve, (train_s, final)]
+
+
+def run_lightly(args, work: Path, recipe: str) -> tuple[dict, Path]:
+    out = work / f"lightly-{recipe}"
     cmd = [str(PEER_PYTHON), str(ROOT / "benchmarks" / "peers" / PEERS[args.method]),
            "--data-root", args.data_root, "--budget-s", str(args.budget_s), "--batch",
            str(args.batch), "--width", str(args.width), "--seed", str(args.seed), "--threads",
            str(torch.get_num_threads()), "--workers", str(args.lightly_workers), "--out", str(out)]
+    if args.method == "simclr":
+        cmd += ["--recipe", recipe, "--save-at", *map(str, args.curve_s)]
     subprocess.run(cmd, check=True)
-    return json.loads((out / "result.json").read_text())
+    return json.loads((out / "result.json").read_text()), out
+
+
+def lightly_backbone(path: Path, width: float):
+    b = resnet(18, width, "cifar", in_channels=1)
+    b.load_state_dict(torch.load(path, weights_only=True))
+    return b
 
 
 def main() -> None:
@@ -111,10 +171,15 @@ def main() -> None:
     p.add_argument("--budget-s", type=float, default=600)
     p.add_argument("--batch", type=int, default=256)
     p.add_argument("--width", type=float, default=0.25)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="lightly's seed and the random floor's")
+    p.add_argument("--seeds", type=int, nargs="+", default=[0], help="selfsup's seeds")
     p.add_argument("--temperature", type=float, default=0.2)
     p.add_argument("--crop-min", type=float, default=0.2)
     p.add_argument("--lightly-workers", type=int, default=1)
+    p.add_argument("--lightly-recipes", nargs="+", choices=["example", "benchmark"],
+                   default=["example", "benchmark"])
+    p.add_argument("--curve-s", type=float, nargs="*", default=[150, 300, 450],
+                   help="lightly: also save its backbone at these training seconds")
     p.add_argument("--skip-lightly", action="store_true")
     p.add_argument("--work", default=None)
     args = p.parse_args()
@@ -128,44 +193,82 @@ def main() -> None:
     common = {"method": "simclr" if args.method == "simclr" else "moco_v2",
               "dataset": "fashion-mnist", "backbone": BACKBONE,
               "batch": args.batch, "budget_s": args.budget_s, "protocol": "knn-200",
-              "metric": "top1", "seeds": [args.seed]}
+              "metric": "top1"}
     rows = []
 
     torch.manual_seed(args.seed)
     t0 = time.perf_counter()
     acc = knn_eval(resnet(18, args.width, "cifar", in_channels=1), train, test)
-    rows.append({"system": "random-init", **common, "budget_s": 0, "epochs": 0.0,
-                 "value": acc["top1"], "top5": acc["top5"], "eval_s": time.perf_counter() - t0})
+    floor = acc["top1"]
+    rows.append({"system": "random-init", **common, "seeds": [args.seed], "budget_s": 0,
+                 "epochs": 0.0, "value": acc["top1"], "top5": acc["top5"],
+                 "eval_s": time.perf_counter() - t0})
 
-    summary, run = run_selfsup(args, work)
-    backbone, cfg, _ = load_run_backbone(run)
-    acc = knn_eval(backbone, train, test)
-    mo = cfg.method.moco
-    rows.append({"system": "selfsup", **common, "epochs": summary["epochs"],
-                 "train_s": summary["train_s"], "value": acc["top1"], "top5": acc["top5"],
-                 "images_per_s": summary["images_seen"] / summary["train_s"],
-                 "recipe": {"preset": PRESETS[args.method], "optimizer": cfg.optim.optimizer,
-                            "lr": base_lr_for(cfg), "weight_decay": cfg.optim.weight_decay,
-                            "temperature": cfg.method.temperature,
-                            "augment": cfg.augment.recipe, "crop_scale": cfg.augment.crop_scale,
-                            "momentum": mo.momentum if args.method == "moco" else None,
-                            "queue_size": mo.queue_size if args.method == "moco" else None,
-                            "planned_steps": summary["planned_steps"],
-                            "schedule": f"warmup {cfg.optim.warmup_epochs:.2f} ep + cosine "
-                                        "over planned steps"}})
-
+    peers, peer_rows = [], []  # lightly first: its best accuracy is the time-to-accuracy target
     if not args.skip_lightly and peer_available():
-        res = run_lightly(args, work)
-        b = resnet(18, args.width, "cifar", in_channels=1)
-        b.load_state_dict(torch.load(work / "lightly" / "backbone.pt", weights_only=True))
-        acc = knn_eval(b, train, test)
-        rows.append({"system": f"lightly {res['lightly_version']}", **common,
-                     "epochs": res["epochs"], "train_s": res["train_s"], "value": acc["top1"],
-                     "top5": acc["top5"], "images_per_s": res["images_per_s"],
-                     "recipe": res["recipe"], "peer_torch": res["torch_version"]})
+        recipes = args.lightly_recipes if args.method == "simclr" else ["example"]
+        for recipe in recipes:
+            res, out = run_lightly(args, work, recipe)
+            acc = knn_eval(lightly_backbone(out / "backbone.pt", args.width), train, test)
+            peers.append((res, out, acc))
+            peer_row = {"system": f"lightly {res['lightly_version']} ({recipe})", **common,
+                        "seeds": [args.seed], "epochs": res["epochs"],
+                        "train_s": res["train_s"], "value": acc["top1"], "top5": acc["top5"],
+                        "images_per_s": res["images_per_s"], "recipe": res["recipe"],
+                        "peer_torch": res["torch_version"]}
+            rows.append(peer_row)
+            peer_rows.append(peer_row)
     elif not args.skip_lightly:
         print(f"lightly venv not found at {PEER_PYTHON}; see benchmarks/peers/README.md")
+    target = max((a["top1"] for _, _, a in peers), default=None)
+    peer_time = None
+    if target is not None and args.method == "simclr":
+        best = max(range(len(peers)), key=lambda i: peers[i][2]["top1"])
+        res, out, acc = peers[best]
+        curve = []
+        for saved in res.get("saved", []):
+            b = lightly_backbone(out / f"backbone_{saved['at_s']:g}s.pt", args.width)
+            curve.append((saved["train_s"], knn_eval(b, train, test)["top1"]))
+        curve.append((res["train_s"], acc["top1"]))
+        peer_time = time_to(target, curve, floor)
+        peer_rows[best].update({"curve": curve, "time_to_target_s": peer_time})
 
+    runs = []
+    for seed in args.seeds:
+        summary, run = run_selfsup(args, work, seed)
+        backbone, cfg, _ = load_run_backbone(run)
+        acc = knn_eval(backbone, train, test)
+        curve = selfsup_curve(run, train, test, target, acc["top1"], summary["train_s"]) \
+            if target is not None and args.method == "simclr" else []
+        tta = time_to(target, curve, floor) if curve else None
+        runs.append((summary, cfg, acc, tta))
+        print(f"selfsup seed {seed}: knn-200 {acc['top1']:.4f}, time to {target} {tta}",
+              flush=True)
+    values = [a["top1"] for _, _, a, _ in runs]
+    ttas = [t for *_, t in runs if t is not None]
+    summary, cfg, _, _ = runs[0]
+    mo = cfg.method.moco
+    row = {"system": "selfsup", **common, "seeds": args.seeds,
+           "epochs": [s["epochs"] for s, *_ in runs], "train_s": [s["train_s"] for s, *_ in runs],
+           "value": sum(values) / len(values), "per_seed": values,
+           "std": float(torch.tensor(values).std()) if len(values) > 1 else 0.0,
+           "top5": [a["top5"] for _, _, a, _ in runs],
+           "images_per_s": [s["images_seen"] / s["train_s"] for s, *_ in runs],
+           "numerics": summary.get("numerics"),
+           "recipe": {"preset": PRESETS[args.method], "optimizer": cfg.optim.optimizer,
+                      "lr": base_lr_for(cfg), "weight_decay": cfg.optim.weight_decay,
+                      "temperature": cfg.method.temperature,
+                      "augment": cfg.augment.recipe, "crop_scale": cfg.augment.crop_scale,
+                      "momentum": mo.momentum if args.method == "moco" else None,
+                      "queue_size": mo.queue_size if args.method == "moco" else None,
+                      "planned_steps": [s["planned_steps"] for s, *_ in runs],
+                      "schedule": f"warmup {cfg.optim.warmup_epochs:.2f} ep + cosine "
+                                  "over planned steps"}}
+    if target is not None and ttas:
+        row.update({"target": target, "time_to_target_s": ttas,
+                    "time_to_accuracy_ratio": (peer_time or args.budget_s)
+                    / (sum(ttas) / len(ttas))})
+    rows.append(row)
     print_table(rows, ["system", "epochs", "train_s", "images_per_s", "value", "top5"])
     path = write_results(f"{args.method}_quality", rows, "cpu",
                          {"protocol_detail": "knn-200: k=200, T=0.1, cosine, backbone h, "

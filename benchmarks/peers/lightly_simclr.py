@@ -103,6 +103,14 @@ def parse_args(p: argparse.ArgumentParser) -> argparse.Namespace:
     p.add_argument("--src", type=Path, default=REPO / "src",
                    help="source tree providing selfsup.models.resnet")
     p.add_argument("--log-every", type=int, default=20)
+    p.add_argument("--precision", choices=["fp32", "bf16"], default="fp32",
+                   help="bf16: the forward and loss under torch.autocast (not in lightly's "
+                        "recipes; a fair extra row on CPUs with native bf16)")
+    p.add_argument("--channels-last", action="store_true",
+                   help="NHWC model and inputs (not in lightly's recipes; as --precision)")
+    p.add_argument("--save-at", type=float, nargs="*", default=[],
+                   help="budget mode: also save the backbone when the training clock passes "
+                        "each of these seconds (backbone_<s>s.pt), for time-to-accuracy")
     p.add_argument("--out", type=Path, required=True)
     args = p.parse_args()
     if (args.budget_s is None) == (args.throughput_steps <= 0):
@@ -157,9 +165,14 @@ def forever(loader: DataLoader) -> Iterator[list[Tensor]]:
             yield views
 
 
-def train(args: argparse.Namespace, step: StepFn, loader: DataLoader, n: int) -> dict[str, Any]:
-    """Budget mode: steps until --budget-s is spent. Throughput mode: warm-up, then timed."""
+def train(args: argparse.Namespace, step: StepFn, loader: DataLoader, n: int,
+          backbone: nn.Module | None = None) -> dict[str, Any]:
+    """Budget mode: steps until --budget-s is spent. Throughput mode: warm-up, then timed.
+
+    With ``--save-at`` and ``backbone``, the backbone is saved each time the training clock
+    passes one of those seconds (saving is not counted as training time)."""
     batches = forever(loader)
+    pending, saved, paused = sorted(args.save_at), [], 0.0
     throughput = args.throughput_steps > 0
     if throughput:
         for i in range(args.warmup_steps):
@@ -169,7 +182,13 @@ def train(args: argparse.Namespace, step: StepFn, loader: DataLoader, n: int) ->
     steps, loss = 0, float("nan")
     t0 = time.perf_counter()  # the clock starts right before the first (timed) step
     while True:
-        done = steps if throughput else time.perf_counter() - t0
+        done = steps if throughput else time.perf_counter() - t0 - paused
+        while backbone is not None and pending and not throughput and done >= pending[0]:
+            t_save = time.perf_counter()
+            args.out.mkdir(parents=True, exist_ok=True)
+            torch.save(backbone.state_dict(), args.out / f"backbone_{pending[0]:g}s.pt")
+            saved.append({"at_s": pending.pop(0), "train_s": done, "steps": steps})
+            paused += time.perf_counter() - t_save
         if done >= total and steps > 0:
             break
         loss = step(next(batches), min(1.0, done / total))
@@ -178,11 +197,12 @@ def train(args: argparse.Namespace, step: StepFn, loader: DataLoader, n: int) ->
             dt = time.perf_counter() - t0
             print(f"step {steps} epoch {steps * args.batch / n:.3f} loss {loss:.4f} "
                   f"{steps * args.batch / dt:.1f} img/s {dt:.1f}s", file=sys.stderr)
-    train_s = time.perf_counter() - t0
+    train_s = time.perf_counter() - t0 - paused
     seen = steps * args.batch
     return {"mode": "throughput" if throughput else "budget", "epochs": seen / n,
             "steps": steps, "images_seen": seen, "train_s": train_s,
-            "images_per_s": seen / train_s, "final_loss": loss}
+            "images_per_s": seen / train_s, "final_loss": loss, "saved": saved,
+            "precision": args.precision, "channels_last": args.channels_last}
 
 
 def finish(args: argparse.Namespace, method: str, backbone: nn.Module, stats: dict[str, Any],
@@ -199,8 +219,35 @@ def finish(args: argparse.Namespace, method: str, backbone: nn.Module, stats: di
     print(json.dumps({k: v for k, v in result.items() if k not in ("recipe", "args")}))
 
 
+def numerics(args: argparse.Namespace, model: nn.Module):
+    """(model, autocast context factory, input converter) for --precision / --channels-last."""
+    if args.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+
+    def autocast():
+        return torch.autocast(args.device.split(":")[0], dtype=torch.bfloat16,
+                              enabled=args.precision == "bf16")
+
+    def convert(x: Tensor) -> Tensor:
+        return x.contiguous(memory_format=torch.channels_last) if args.channels_last else x
+
+    return model, autocast, convert
+
+
+def cosine(base: float, progress: float) -> float:
+    """CosineAnnealingLR's curve (to 0) as a function of the fraction of the run done."""
+    import math
+
+    return base * 0.5 * (1.0 + math.cos(math.pi * min(progress, 1.0)))
+
+
 def main() -> None:
-    args = parse_args(argparse.ArgumentParser(description=__doc__.split("\n")[0]))
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--recipe", choices=["example", "benchmark"], default="example",
+                        help="example: examples/pytorch/simclr.py (SGD lr 0.06, constant); "
+                             "benchmark: lightly's CIFAR-10 benchmark (SGD lr 0.06 x batch/128, "
+                             "momentum 0.9, weight decay 5e-4, cosine over the run)")
+    args = parse_args(parser)
     images = setup(args)
     device = torch.device(args.device)
 
@@ -215,23 +262,41 @@ def main() -> None:
     transform = SimCLRTransform(**tf_kw)
     loss_kw = {"temperature": 0.5}  # the example uses NTXentLoss() defaults
     criterion = NTXentLoss(**loss_kw)
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.06)
+    model, autocast, convert = numerics(args, model)
+    if args.recipe == "benchmark":  # benchmarks/cifar10_benchmark.py, SimCLRModel
+        base_lr = 0.06 * args.batch / 128
+        optimizer = torch.optim.SGD(model.parameters(), lr=base_lr, momentum=0.9,
+                                    weight_decay=5e-4)
+        schedule = "cosine to 0 over the run (CosineAnnealingLR(max_epochs) as a fraction)"
+    else:
+        base_lr = 0.06
+        optimizer = torch.optim.SGD(model.parameters(), lr=base_lr)
+        schedule = "none (constant lr, as in the example)"
     loader = make_loader(args, images, transform)
 
     def step(views: list[Tensor], progress: float) -> float:
-        x0, x1 = (v.to(device) for v in views)
-        z0 = head(backbone(x0).flatten(start_dim=1))
-        z1 = head(backbone(x1).flatten(start_dim=1))
-        loss = criterion(z0, z1)
+        if args.recipe == "benchmark":
+            for group in optimizer.param_groups:
+                group["lr"] = cosine(base_lr, progress)
+        x0, x1 = (convert(v.to(device)) for v in views)
+        with autocast():
+            z0 = head(backbone(x0).flatten(start_dim=1))
+            z1 = head(backbone(x1).flatten(start_dim=1))
+            loss = criterion(z0.float(), z1.float())
         loss.backward()
         optimizer.step()
         optimizer.zero_grad()
         return float(loss.detach())
 
+    source = ("lightly examples/pytorch/simclr.py (docs.lightly.ai/examples/simclr.html)"
+              if args.recipe == "example" else
+              "lightly benchmarks/cifar10_benchmark.py SimCLRModel (docs.lightly.ai "
+              "getting_started/benchmarks)")
     recipe = {
-        "source": "lightly examples/pytorch/simclr.py (docs.lightly.ai/examples/simclr.html); "
-                  "small-image transform settings from lightly's CIFAR-10 benchmark",
-        **common_recipe(args, backbone, optimizer, "none (constant lr, as in the example)"),
+        "name": args.recipe,
+        "source": source + "; small-image transform settings from lightly's CIFAR-10 benchmark",
+        **common_recipe(args, backbone, optimizer, schedule),
+        "numerics": {"precision": args.precision, "channels_last": args.channels_last},
         "projection_head": {"class": "lightly.models.modules.SimCLRProjectionHead",
                             **effective_kwargs(SimCLRProjectionHead, head_kw)},
         "loss": {"class": "lightly.loss.NTXentLoss", **effective_kwargs(NTXentLoss, loss_kw)},
@@ -239,7 +304,7 @@ def main() -> None:
                       **effective_kwargs(SimCLRTransform, tf_kw)},
         "transform_overrides": sorted(tf_kw), "adaptation": SMALL_IMAGE_REASON,
     }
-    stats = train(args, step, loader, len(images))
+    stats = train(args, step, loader, len(images), backbone)
     finish(args, "simclr", backbone, stats, recipe)
 
 
