@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -25,6 +26,20 @@ def _recipe(args):
                             optimizer=getattr(args, "optimizer", "sgd"))
 
 
+def _default_preset(extra: list[str]) -> str:
+    """The preset of a run started without --config: a user's folder or store gets the
+    folder preset (ImageNet stem, colour augmentation, its own run name), not the
+    Fashion-MNIST quickstart that the bare command trains."""
+    dataset = next((extra[i + 1] for i, a in enumerate(extra[:-1]) if a == "--data.dataset"),
+                   None) or next((a.split("=", 1)[1] for a in extra
+                                  if a.startswith("--data.dataset=")), None)
+    if dataset in ("folder", "store"):
+        print(f"selfsup: no --config given: using the simclr-folder preset for "
+              f"--data.dataset {dataset} (see `selfsup presets`)", file=sys.stderr)
+        return "simclr-folder"
+    return "quickstart"
+
+
 def pretrain(args, extra: list[str]) -> int:
     from selfsup.config import load_config
     from selfsup.eval.protocols import describe
@@ -37,7 +52,7 @@ def pretrain(args, extra: list[str]) -> int:
         cfg = run_config(args.resume, extra)
         run_dir = pretrain(cfg, run_dir=args.resume, resume=True)
     else:
-        cfg = load_config(args.config or "quickstart", extra)
+        cfg = load_config(args.config or _default_preset(extra), extra)
         run_dir = pretrain(cfg)
     if int(os.environ.get("RANK", "0")) != 0:
         # Under torchrun only rank 0 writes summary.json, and the process group is already

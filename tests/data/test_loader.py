@@ -81,6 +81,21 @@ def test_mapped_loader_batches_equal_resident_ones(tmp_path, world, prefetch):
         mapped.close()
 
 
+def test_a_refused_mapped_loader_leaves_no_error_behind(tmp_path, monkeypatch):
+    """A batch larger than the store is one ConfigError; the half-built loader's __del__
+    once added an AttributeError traceback after it."""
+    import gc
+    import sys
+
+    _, store = _store(tmp_path)
+    seen = []
+    monkeypatch.setattr(sys, "unraisablehook", seen.append)
+    with pytest.raises(ConfigError, match="larger than the data set"):
+        MappedLoader(store, 10_000)
+    gc.collect()
+    assert not seen
+
+
 def test_make_loader_choice(tmp_path):
     memory, store = _store(tmp_path)
     cpu = torch.device("cpu")

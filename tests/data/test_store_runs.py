@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 
 from selfsup.cli import main
 from selfsup.train.checkpoint import load_checkpoint
@@ -201,3 +202,17 @@ def test_training_side_larger_than_the_stored_side_is_refused(capsys) -> None:
     assert main(["pretrain", "--config", "simclr-folder", "--data.root", "x",
                  "--data.size", "128"]) == 2
     assert "data.size 128 is larger than data.pack_size 112" in capsys.readouterr().err
+
+
+def test_a_folder_run_without_config_takes_the_folder_preset(tmp_path: Path, capsys) -> None:
+    """No --config and --data.dataset folder: the simclr-folder preset (ImageNet stem, its
+    own run name), not the Fashion-MNIST quickstart named quickstart-N."""
+    src = make_folder(tmp_path / "photos", per_class=4, test_per_class=1)
+    assert main(["pretrain", *FAST, "--data.dataset", "folder", "--data.root", str(src),
+                 "--data.size", "16", "--data.cache_dir", str(tmp_path / "cache"),
+                 "--run.out_dir", str(tmp_path / "runs"), "--model.width", "0.125"]) == 0
+    assert "using the simclr-folder preset" in capsys.readouterr().err
+    (run,) = (tmp_path / "runs").iterdir()
+    assert not run.name.startswith("quickstart")
+    saved = yaml.safe_load((run / "config.yaml").read_text())
+    assert saved["model"]["stem"] == "imagenet" and saved["data"]["dataset"] == "folder"

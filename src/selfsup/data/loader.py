@@ -130,7 +130,7 @@ class MappedLoader(_Order):
         return x.to(self.device, non_blocking=True)
 
     def close(self) -> None:
-        if self._pool is not None:
+        if getattr(self, "_pool", None) is not None:  # None too when __init__ refused the data
             for f in self._pending.values():
                 f.cancel()
             self._pending.clear()
