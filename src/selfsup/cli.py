@@ -253,6 +253,11 @@ def _stage_args(p: argparse.ArgumentParser, epochs: int, weight_decay: float = 0
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
+# the subcommands that compute with torch after pretraining (threads as pretrain's default)
+TORCH_STAGES = ("knn", "linear", "finetune", "distill", "cluster", "transfer", "embed",
+                "pictures", "export")
+
+
 def _import_plugin(path: str) -> None:
     """Run a user's file of registrations (a method or backbone in one file, outside src/)."""
     import importlib.util
@@ -289,6 +294,12 @@ def main(argv: list[str] | None = None) -> int:
     try:
         for path in args.plugin:
             _import_plugin(path)
+        if args.command in TORCH_STAGES:  # pretrain sets train.num_threads itself
+            import torch
+
+            from selfsup.train.threads import default_threads
+
+            torch.set_num_threads(default_threads())
         if extra and args.command in NO_OVERRIDES:
             raise SelfsupError(f"selfsup {args.command}: unrecognized arguments: {' '.join(extra)}")
         return HANDLERS[args.command](args, extra)

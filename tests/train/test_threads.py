@@ -14,17 +14,32 @@ from selfsup.train import threads
 def test_default_threads_share_the_available_cpus(monkeypatch):
     monkeypatch.setattr(threads, "available_cpus", lambda: 8)
     monkeypatch.delenv("LOCAL_WORLD_SIZE", raising=False)
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
     assert threads.default_threads() == 8
     monkeypatch.setenv("LOCAL_WORLD_SIZE", "3")
     assert threads.default_threads() == 2
     monkeypatch.setenv("LOCAL_WORLD_SIZE", "16")
     assert threads.default_threads() == 1
+    monkeypatch.setenv("OMP_NUM_THREADS", "3")  # the user's own choice wins
+    assert threads.default_threads() == 3
+
+
+def test_stages_use_the_default_threads_too(monkeypatch, capsys):
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        assert main(["knn", "/nonexistent-run"]) == 2  # fails after the threads are set
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
 
 
 def test_set_threads_warns_when_runs_would_oversubscribe(monkeypatch):
     before = torch.get_num_threads()
     monkeypatch.setattr(threads, "available_cpus", lambda: 2)
     monkeypatch.delenv("LOCAL_WORLD_SIZE", raising=False)
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
     monkeypatch.setattr(threads, "other_selfsup_processes", lambda: 1)
     try:
         with pytest.warns(UserWarning, match="1 other selfsup run.* share its 2 CPUs"):

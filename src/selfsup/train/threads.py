@@ -4,7 +4,8 @@ torch's default is one OpenMP thread per physical core of the *machine*, whateve
 may use: in a container limited to 2 CPUs, or with two runs side by side, threads wait on each
 other (measured here: a 2-core machine busy with a second run trained 3.5x slower with torch's
 default 2 threads than with 1). selfsup's default is the CPUs this process may run on (its
-affinity mask), divided among the ranks torchrun starts on this node.
+affinity mask), divided among the ranks torchrun starts on this node, in pretraining and in
+every later stage (``OMP_NUM_THREADS``, when set, wins).
 """
 
 from __future__ import annotations
@@ -19,7 +20,11 @@ from selfsup.data.pack_jobs import available_cpus
 
 
 def default_threads() -> int:
-    """The CPUs available to this process, shared among torchrun's local ranks."""
+    """``$OMP_NUM_THREADS`` when set (the user's choice), else the CPUs available to this
+    process, shared among torchrun's local ranks."""
+    omp = os.environ.get("OMP_NUM_THREADS", "")
+    if omp.isdigit() and int(omp) > 0:
+        return int(omp)
     local_world = int(os.environ.get("LOCAL_WORLD_SIZE", "1") or 1)
     return max(1, available_cpus() // max(local_world, 1))
 
