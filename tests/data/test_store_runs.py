@@ -21,7 +21,7 @@ from selfsup.train.checkpoint import load_checkpoint
 from selfsup.train.logging import read_jsonl
 from tests.data.folders import BAD, make_folder
 
-FAST = ["--model.width", "0.125", "--train.batch_size", "8", "--train.epochs", "2",
+FAST = ["--config", "quickstart", "--model.width", "0.125", "--train.batch_size", "8", "--train.epochs", "2",
         "--eval.knn_every", "0", "--eval.knn_k", "5", "--run.progress", "false",
         "--run.log_every", "1", "--train.num_threads", "1"]
 
@@ -208,7 +208,7 @@ def test_a_folder_run_without_config_takes_the_folder_preset(tmp_path: Path, cap
     """No --config and --data.dataset folder: the simclr-folder preset (ImageNet stem, its
     own run name), not the Fashion-MNIST quickstart named quickstart-N."""
     src = make_folder(tmp_path / "photos", per_class=4, test_per_class=1)
-    assert main(["pretrain", *FAST, "--data.dataset", "folder", "--data.root", str(src),
+    assert main(["pretrain", *FAST[2:], "--data.dataset", "folder", "--data.root", str(src),
                  "--data.size", "16", "--data.cache_dir", str(tmp_path / "cache"),
                  "--run.out_dir", str(tmp_path / "runs"), "--model.width", "0.125"]) == 0
     assert "using the simclr-folder preset" in capsys.readouterr().err
