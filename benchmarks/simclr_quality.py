@@ -204,34 +204,33 @@ def main() -> None:
                  "epochs": 0.0, "value": acc["top1"], "top5": acc["top5"],
                  "eval_s": time.perf_counter() - t0})
 
-    peers, peer_rows = [], []  # lightly first: its best accuracy is the time-to-accuracy target
+    # lightly first: its best accuracy is the time-to-accuracy target
+    peers = []  # (result, folder, accuracy, row)
     if not args.skip_lightly and peer_available():
         recipes = args.lightly_recipes if args.method == "simclr" else ["example"]
         for recipe in recipes:
             res, out = run_lightly(args, work, recipe)
             acc = knn_eval(lightly_backbone(out / "backbone.pt", args.width), train, test)
-            peers.append((res, out, acc))
             peer_row = {"system": f"lightly {res['lightly_version']} ({recipe})", **common,
                         "seeds": [args.seed], "epochs": res["epochs"],
                         "train_s": res["train_s"], "value": acc["top1"], "top5": acc["top5"],
                         "images_per_s": res["images_per_s"], "recipe": res["recipe"],
                         "peer_torch": res["torch_version"]}
             rows.append(peer_row)
-            peer_rows.append(peer_row)
+            peers.append((res, out, acc, peer_row))
     elif not args.skip_lightly:
         print(f"lightly venv not found at {PEER_PYTHON}; see benchmarks/peers/README.md")
-    target = max((a["top1"] for _, _, a in peers), default=None)
+    target = max((p[2]["top1"] for p in peers), default=None)
     peer_time = None
     if target is not None and args.method == "simclr":
-        best = max(range(len(peers)), key=lambda i: peers[i][2]["top1"])
-        res, out, acc = peers[best]
+        res, out, acc, best_row = max(peers, key=lambda p: p[2]["top1"])
         curve = []
         for saved in res.get("saved", []):
             b = lightly_backbone(out / f"backbone_{saved['at_s']:g}s.pt", args.width)
             curve.append((saved["train_s"], knn_eval(b, train, test)["top1"]))
         curve.append((res["train_s"], acc["top1"]))
         peer_time = time_to(target, curve, floor)
-        peer_rows[best].update({"curve": curve, "time_to_target_s": peer_time})
+        best_row.update({"curve": curve, "time_to_target_s": peer_time})
 
     runs = []
     for seed in args.seeds:

@@ -26,18 +26,18 @@ def _recipe(args):
                             optimizer=getattr(args, "optimizer", "sgd"))
 
 
-def _default_preset(extra: list[str]) -> str:
-    """The preset of a run started without --config: a user's folder or store gets the
-    folder preset (ImageNet stem, colour augmentation, its own run name), not the
-    Fashion-MNIST quickstart that the bare command trains."""
-    dataset = next((extra[i + 1] for i, a in enumerate(extra[:-1]) if a == "--data.dataset"),
-                   None) or next((a.split("=", 1)[1] for a in extra
-                                  if a.startswith("--data.dataset=")), None)
-    if dataset in ("folder", "store"):
-        print(f"selfsup: no --config given: using the simclr-folder preset for "
-              f"--data.dataset {dataset} (see `selfsup presets`)", file=sys.stderr)
-        return "simclr-folder"
-    return "quickstart"
+def _default_config(extra: list[str]):
+    """The config of a run started without --config: the quickstart, except that a user's
+    folder or store gets the folder preset (ImageNet stem, colour augmentation, its own run
+    name), not the Fashion-MNIST quickstart's."""
+    from selfsup.config import load_config
+
+    cfg = load_config("quickstart", extra)  # the overrides, read by the config's own parser
+    if cfg.data.dataset not in ("folder", "store"):
+        return cfg
+    print(f"selfsup: no --config given: using the simclr-folder preset for --data.dataset "
+          f"{cfg.data.dataset} (see `selfsup presets`)", file=sys.stderr)
+    return load_config("simclr-folder", extra)
 
 
 def pretrain(args, extra: list[str]) -> int:
@@ -52,7 +52,7 @@ def pretrain(args, extra: list[str]) -> int:
         cfg = run_config(args.resume, extra)
         run_dir = pretrain(cfg, run_dir=args.resume, resume=True)
     else:
-        cfg = load_config(args.config or _default_preset(extra), extra)
+        cfg = load_config(args.config, extra) if args.config else _default_config(extra)
         run_dir = pretrain(cfg)
     if int(os.environ.get("RANK", "0")) != 0:
         # Under torchrun only rank 0 writes summary.json, and the process group is already

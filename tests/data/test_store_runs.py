@@ -21,7 +21,8 @@ from selfsup.train.checkpoint import load_checkpoint
 from selfsup.train.logging import read_jsonl
 from tests.data.folders import BAD, make_folder
 
-FAST = ["--config", "quickstart", "--model.width", "0.125", "--train.batch_size", "8", "--train.epochs", "2",
+FAST = ["--config", "quickstart", "--model.width", "0.125", "--train.batch_size", "8",
+        "--train.epochs", "2",
         "--eval.knn_every", "0", "--eval.knn_k", "5", "--run.progress", "false",
         "--run.log_every", "1", "--train.num_threads", "1"]
 

@@ -156,7 +156,9 @@ def test_an_older_run_with_flat_method_keys_is_compared_in_sections(tmp_path):
 
 def test_wrap_with_sync_bn_keeps_the_resumed_optimiser_attached(monkeypatch):
     """pretrain's own _wrap (SyncBN + DDP, faked here: SyncBN needs CUDA and a group) after a
-    resume loaded the optimiser: a step of that optimiser must move the wrapped model."""
+    resume loaded the optimiser: a step of that optimiser must move the wrapped model. (The
+    original bug, an optimiser rebuilt in pretrain after the conversion, is gone from the code;
+    this guards _wrap, the one place that converts, not that removed line.)"""
     from selfsup.train import pretrain as loop
 
     cfg = load_config("quickstart", ["--model.width", "0.125", "--train.sync_bn", "true"])

@@ -73,7 +73,7 @@ def pretrain(cfg: Config, *, run_dir: str | Path | None = None, resume: bool = F
     total = t.steps if t.steps is not None else t.epochs * spe
     _warn_short_warm_up(cfg, spe, total)
     run = PretrainRun(cfg, folder, data, model, optimizer, eval_tf, device, spe, total,
-                      numerics=resolve_numerics(cfg, device).describe())
+                      numerics=resolve_numerics(cfg, device))
     if resume:
         run.restore(how, changes)
     complete = run.prepare_folder(resume, anew)
@@ -87,7 +87,7 @@ def pretrain(cfg: Config, *, run_dir: str | Path | None = None, resume: bool = F
     if is_distributed() and launched:
         # leave together: rank 0 may still be writing the summary and plots, and a peer that
         # tore its group down first aborted in gloo ("terminate called without an active
-        # exception", 3 of 13 elastic restarts, torch 2.13), failing a finished run
+        # exception", 3 of 15 elastic restarts, torch 2.13), failing a finished run
         barrier()
         torch.distributed.destroy_process_group()
     return folder.path
@@ -127,7 +127,7 @@ def _announce(run: PretrainRun, complete: bool) -> None:
     c, n = run.cfg, len(run.data.train)
     print(f"selfsup: {c.method.name} on {c.data.dataset} ({n} images), {c.model.backbone} "
           f"w{c.model.width:g} on {run.device}, steps {run.start}->{run.total}, "
-          f"{run.numerics} -> {run.folder.path}", file=sys.stderr, flush=True)
+          f"{run.numerics.describe()} -> {run.folder.path}", file=sys.stderr, flush=True)
 
 
 def _warn_short_warm_up(cfg: Config, spe: int, total: int) -> None:
@@ -153,7 +153,7 @@ def _loop(run: PretrainRun, loader, augment, step_fn) -> int:
     """Steps from ``run.start`` to the end (or the time budget); returns the last step."""
     cfg, model = run.cfg, run.model
     t, r, spe, total = cfg.train, cfg.run, run.spe, run.total
-    numerics = resolve_numerics(cfg, run.device)
+    numerics = run.numerics
     gen = torch.Generator(device=run.device)
     acc = MetricAccumulator(run.device)
     bar = tqdm(total=total, initial=run.start, desc=f"{cfg.method.name} pretrain",

@@ -33,6 +33,7 @@ from selfsup.train.checkpoint import (
 from selfsup.train.logging import MetricsLogger, keep_records, read_jsonl
 from selfsup.train.metrics import Synced
 from selfsup.train.monitor import knn_monitor
+from selfsup.train.precision import NumericsChoice
 from selfsup.train.resume import record_resume
 
 
@@ -54,7 +55,7 @@ class PretrainRun:
     collapsed_at: int | None = None
     train_s_before: float = 0.0  # training time of earlier sessions of a resumed run
     t_start: float = field(default_factory=time.perf_counter)
-    numerics: str = ""  # the precision and layout chosen, and why (start line, summary.json)
+    numerics: NumericsChoice | None = None  # precision and layout chosen, and why
 
     def __post_init__(self) -> None:
         self.logger = MetricsLogger(self.folder.path, tensorboard=self.cfg.run.tensorboard)
@@ -196,7 +197,7 @@ class PretrainRun:
                        "steps": step, "epochs": round(step / self.spe, 4),
                        "images_seen": step * t.batch_size, "train_s": round(self.train_s(), 2),
                        "final_loss": self.last.get("loss"), "collapse_step": self.collapsed_at,
-                       "numerics": self.numerics,
+                       "numerics": self.numerics.describe() if self.numerics else None,
                        **{f"final_{k}": v for k, v in final.items()}}
             atomic_write_text(self.folder.summary, json.dumps(summary, indent=2))
             _plot(self.folder.path)
