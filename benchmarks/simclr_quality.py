@@ -81,9 +81,10 @@ def selfsup_overrides(args, work: Path) -> list[str]:
            "--model.width", str(args.width), "--train.batch_size", str(args.batch),
            "--eval.knn_every", "-1", "--run.progress", "false",
            "--run.out_dir", str(work)]
-    if args.method == "simclr":
-        out += ["--method.temperature", str(args.temperature),
-                "--augment.crop_scale", f"[{args.crop_min}, 1.0]"]
+    if args.temperature is not None:
+        out += ["--method.temperature", str(args.temperature)]
+    if args.crop_min is not None:
+        out += ["--augment.crop_scale", f"[{args.crop_min}, 1.0]"]
     return out
 
 
@@ -173,8 +174,10 @@ def main() -> None:
     p.add_argument("--width", type=float, default=0.25)
     p.add_argument("--seed", type=int, default=0, help="lightly's seed and the random floor's")
     p.add_argument("--seeds", type=int, nargs="+", default=[0], help="selfsup's seeds")
-    p.add_argument("--temperature", type=float, default=0.2)
-    p.add_argument("--crop-min", type=float, default=0.2)
+    p.add_argument("--temperature", type=float, default=None,
+                   help="override the preset's temperature (default: the preset's)")
+    p.add_argument("--crop-min", type=float, default=None,
+                   help="override the preset's smallest crop area (default: the preset's)")
     p.add_argument("--lightly-workers", type=int, default=1)
     p.add_argument("--lightly-recipes", nargs="+", choices=["example", "benchmark"],
                    default=["example", "benchmark"])

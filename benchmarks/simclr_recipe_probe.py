@@ -1,0 +1,69 @@
+"""Recipe probe: single-seed SimCLR runs at a short budget, one change at a time.
+
+Screens preset changes before the 600 s, 3-seed quality run of simclr_quality.py.
+Protocol: the same as simclr_quality.py (Fashion-MNIST train split for pretraining,
+knn-200: k=200, T=0.1, 60k train memory, 10k test queries, backbone features),
+ResNet-18 CIFAR stem width 0.25, seed 0, preset simclr-fashion-mnist plus the
+probe's overrides; the cosine schedule is planned over ``budget x images/s``
+(``--ips``, this machine's measured rate) and ``train.max_time_s`` caps the run.
+One seed: differences below ~0.3 points are within the 600 s seed spread (0.12 std).
+
+    python benchmarks/simclr_recipe_probe.py --budget-s 300 --probe s10 \
+        --augment.strength 1.0
+Each call appends a row to benchmarks/results/simclr_recipe_probe.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import ROOT, commit  # noqa: E402
+from simclr_quality import default_root, knn_eval  # noqa: E402
+
+from selfsup.config import load_config  # noqa: E402
+from selfsup.data import load_dataset  # noqa: E402
+from selfsup.experiment import load_run_backbone  # noqa: E402
+from selfsup.train.pretrain import pretrain  # noqa: E402
+
+RESULTS = ROOT / "benchmarks" / "results" / "simclr_recipe_probe.json"
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--probe", required=True, help="the probe's name")
+    p.add_argument("--budget-s", type=float, default=300)
+    p.add_argument("--batch", type=int, default=256)
+    p.add_argument("--ips", type=float, default=830, help="images/s used to plan the schedule")
+    p.add_argument("--data-root", default=default_root())
+    args, extra = p.parse_known_args()
+    work = ROOT / "benchmarks" / ".work" / "probes"
+    steps = int(args.budget_s * args.ips / args.batch)
+    epochs = steps * args.batch / 60_000
+    run = pretrain(load_config("simclr-fashion-mnist", [
+        "--data.dataset", "fashion-mnist", "--data.root", args.data_root,
+        "--model.width", "0.25", "--train.batch_size", str(args.batch),
+        "--eval.knn_every", "-1", "--run.progress", "false", "--run.out_dir", str(work),
+        "--train.seed", "0", "--run.name", args.probe, "--train.steps", str(steps),
+        "--optim.warmup_epochs", str(0.1 * epochs), "--train.max_time_s", str(args.budget_s),
+        *extra]))
+    s = json.loads((run / "summary.json").read_text())
+    train = load_dataset("fashion-mnist", args.data_root, split="train")
+    test = load_dataset("fashion-mnist", args.data_root, split="test")
+    backbone, _, _ = load_run_backbone(run)
+    row = {"probe": args.probe, "overrides": extra, "budget_s": args.budget_s,
+           "batch": args.batch, "seed": 0, "epochs": s["epochs"], "train_s": s["train_s"],
+           "images_per_s": s["images_seen"] / s["train_s"], "protocol": "knn-200",
+           "value": knn_eval(backbone, train, test)["top1"], "commit": commit(),
+           "command": " ".join(["python", *sys.argv])}
+    print(json.dumps(row), flush=True)
+    old = json.loads(RESULTS.read_text()) if RESULTS.is_file() else {"rows": []}
+    old["rows"].append(row)
+    RESULTS.write_text(json.dumps(old, indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    main()
