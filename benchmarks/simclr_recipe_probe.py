@@ -21,15 +21,16 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import ROOT, commit  # noqa: E402
-from simclr_quality import default_root, knn_eval  # noqa: E402
+from _common import RESULTS, ROOT, commit, write_results  # noqa: E402
+from simclr_quality import default_root, knn_eval, selfsup_overrides  # noqa: E402
 
 from selfsup.config import load_config  # noqa: E402
 from selfsup.data import load_dataset  # noqa: E402
 from selfsup.experiment import load_run_backbone  # noqa: E402
 from selfsup.train.pretrain import pretrain  # noqa: E402
 
-RESULTS = ROOT / "benchmarks" / "results" / "simclr_recipe_probe.json"
+PROTOCOL = ("knn-200: k=200, T=0.1, cosine, backbone h, 60k train memory, 10k test "
+            "queries; preset simclr-fashion-mnist + each row's overrides; seed 0")
 
 
 def main() -> None:
@@ -39,14 +40,14 @@ def main() -> None:
     p.add_argument("--batch", type=int, default=256)
     p.add_argument("--ips", type=float, default=830, help="images/s used to plan the schedule")
     p.add_argument("--data-root", default=default_root())
+    # the fields simclr_quality's overrides read: the same backbone, no forced recipe values
+    p.set_defaults(width=0.25, temperature=None, crop_min=None)
     args, extra = p.parse_known_args()
     work = ROOT / "benchmarks" / ".work" / "probes"
     steps = int(args.budget_s * args.ips / args.batch)
     epochs = steps * args.batch / 60_000
     run = pretrain(load_config("simclr-fashion-mnist", [
-        "--data.dataset", "fashion-mnist", "--data.root", args.data_root,
-        "--model.width", "0.25", "--train.batch_size", str(args.batch),
-        "--eval.knn_every", "-1", "--run.progress", "false", "--run.out_dir", str(work),
+        *selfsup_overrides(args, work),
         "--train.seed", "0", "--run.name", args.probe, "--train.steps", str(steps),
         "--optim.warmup_epochs", str(0.1 * epochs), "--train.max_time_s", str(args.budget_s),
         *extra]))
@@ -60,9 +61,9 @@ def main() -> None:
            "value": knn_eval(backbone, train, test)["top1"], "commit": commit(),
            "command": " ".join(["python", *sys.argv])}
     print(json.dumps(row), flush=True)
-    old = json.loads(RESULTS.read_text()) if RESULTS.is_file() else {"rows": []}
-    old["rows"].append(row)
-    RESULTS.write_text(json.dumps(old, indent=1) + "\n")
+    path = RESULTS / "simclr_recipe_probe.json"
+    rows = json.loads(path.read_text())["rows"] if path.is_file() else []
+    write_results("simclr_recipe_probe", [*rows, row], "cpu", {"protocol_detail": PROTOCOL})
 
 
 if __name__ == "__main__":
