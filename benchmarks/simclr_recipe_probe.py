@@ -5,7 +5,9 @@ Protocol: the same as simclr_quality.py (Fashion-MNIST train split for pretraini
 knn-200: k=200, T=0.1, 60k train memory, 10k test queries, backbone features),
 ResNet-18 CIFAR stem width 0.25, seed 0, preset simclr-fashion-mnist plus the
 probe's overrides; the cosine schedule is planned over ``budget x images/s``
-(``--ips``, this machine's measured rate) and ``train.max_time_s`` caps the run.
+(``--ips``; by default measured by a 25 s run with the probe's own overrides, as
+simclr_quality.py does, since e.g. ``augment.size`` changes the rate) and
+``train.max_time_s`` caps the run.
 One seed: differences below ~0.3 points are within the 600 s seed spread (0.12 std).
 
     python benchmarks/simclr_recipe_probe.py --budget-s 300 --probe s10 \
@@ -22,7 +24,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import RESULTS, ROOT, commit, write_results  # noqa: E402
-from simclr_quality import default_root, knn_eval, selfsup_overrides  # noqa: E402
+from simclr_quality import default_root, knn_eval, selfsup_overrides, steady_rate  # noqa: E402
 
 from selfsup.config import load_config  # noqa: E402
 from selfsup.data import load_dataset  # noqa: E402
@@ -38,13 +40,21 @@ def main() -> None:
     p.add_argument("--probe", required=True, help="the probe's name")
     p.add_argument("--budget-s", type=float, default=300)
     p.add_argument("--batch", type=int, default=256)
-    p.add_argument("--ips", type=float, default=830, help="images/s used to plan the schedule")
+    p.add_argument("--ips", type=float, default=0.0,
+                   help="images/s used to plan the schedule; 0: measure it (a 25 s run)")
     p.add_argument("--data-root", default=default_root())
     # the fields simclr_quality's overrides read: the same backbone, no forced recipe values
     p.set_defaults(width=0.25, temperature=None, crop_min=None)
     args, extra = p.parse_known_args()
     work = ROOT / "benchmarks" / ".work" / "probes"
-    steps = int(args.budget_s * args.ips / args.batch)
+    overhead = 0.0
+    if args.ips <= 0:  # calibrate with the probe's own overrides (data.size changes the rate)
+        cal = pretrain(load_config("simclr-fashion-mnist", [
+            *selfsup_overrides(args, work), "--train.seed", "0",
+            "--run.name", f"{args.probe}-calibrate", "--train.max_time_s", "25",
+            "--train.steps", "100000", *extra]))
+        args.ips, overhead = steady_rate(cal, args.batch)
+    steps = int((args.budget_s - overhead) * args.ips / args.batch)
     epochs = steps * args.batch / 60_000
     run = pretrain(load_config("simclr-fashion-mnist", [
         *selfsup_overrides(args, work),
@@ -56,7 +66,8 @@ def main() -> None:
     test = load_dataset("fashion-mnist", args.data_root, split="test")
     backbone, _, _ = load_run_backbone(run)
     row = {"probe": args.probe, "overrides": extra, "budget_s": args.budget_s,
-           "batch": args.batch, "seed": 0, "epochs": s["epochs"], "train_s": s["train_s"],
+           "batch": args.batch, "seed": 0, "planned_ips": args.ips, "epochs": s["epochs"],
+           "train_s": s["train_s"],
            "images_per_s": s["images_seen"] / s["train_s"], "protocol": "knn-200",
            "value": knn_eval(backbone, train, test)["top1"], "commit": commit(),
            "command": " ".join(["python", *sys.argv])}

@@ -1,6 +1,7 @@
 """Config: presets, overrides, and one-line errors naming the bad key or value."""
 
 import pytest
+import torch
 
 from selfsup.config import Config, load_config, parse_overrides, preset_names, save_config
 from selfsup.errors import ConfigError
@@ -42,6 +43,7 @@ def test_round_trip(tmp_path):
     (["--optim.optimizer", "adam"], "optim.optimizer must be lars, sgd or adamw"),
     (["--augment.crop_scale", "0.5"], "augment.crop_scale expects a list of 2"),
     (["--train.epochs"], "missing value for --train.epochs"),
+    (["--augment.size", "4"], "augment.size must be >= 8, got 4"),
 ])
 def test_bad_values_give_one_line_errors(args, match):
     with pytest.raises(ConfigError, match=match) as e:
@@ -94,3 +96,23 @@ def test_config_show_documents_every_key(capsys):
     assert data["train"]["epochs"] == 7 and data["data"]["dataset"] == "folder"
     cfg = load_config("simclr-folder", ["--train.epochs", "7"])
     assert data["method"]["moco"]["queue_size"] == cfg.method.moco.queue_size
+
+
+def test_zero_init_residual_reaches_the_backbone():
+    from selfsup.experiment import make_backbone
+
+    cfg = load_config("quickstart", ["--model.zero_init_residual", "true"])
+    model = make_backbone(cfg, 1)
+    assert all(b.bn2.weight.eq(0).all() for b in model.layer1)  # basic blocks' last BN
+    assert model.bn1.weight.eq(1).all()
+
+
+def test_augment_size_sets_only_the_training_views(tmp_path):
+    from selfsup.experiment import eval_augmentation, load_data, train_augmentation
+
+    cfg = load_config("quickstart", ["--augment.size", "20"])
+    data = load_data(cfg)
+    x = data.train.images[:4]
+    g = torch.Generator().manual_seed(0)
+    assert train_augmentation(cfg, data)(x, g).shape[-2:] == (20, 20)
+    assert eval_augmentation(data)(x, g).shape[-2:] == (data.size, data.size) != (20, 20)

@@ -108,7 +108,7 @@ def train_augmentation(cfg: Config, data: Data):
         raise ConfigError(f"unknown augment.recipe {a.recipe!r}; known: "
                           f"{', '.join(r for r in sorted(RECIPES) if r != 'eval')}")
     takes = inspect.signature(RECIPES[a.recipe]).parameters
-    kwargs: dict = {"size": data.size, "mean": data.mean, "std": data.std}
+    kwargs: dict = {"size": a.size or data.size, "mean": data.mean, "std": data.std}
     if "strength" in takes:
         kwargs["strength"] = a.strength
     if "blur" in takes:
@@ -126,7 +126,8 @@ def eval_augmentation(data: Data):
 
 def make_backbone(cfg: Config, in_channels: int) -> nn.Module:
     m = cfg.model
-    kwargs = dict(width=m.width, stem=m.stem, sk_ratio=m.sk_ratio, in_channels=in_channels)
+    kwargs = dict(width=m.width, stem=m.stem, sk_ratio=m.sk_ratio, in_channels=in_channels,
+                  zero_init_residual=m.zero_init_residual)
     if not m.backbone.startswith("resnet"):
         kwargs = {}  # adapters and user backbones take their own arguments
     return build_backbone(m.backbone, **kwargs)

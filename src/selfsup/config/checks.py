@@ -103,6 +103,8 @@ def validate(cfg: Config) -> None:
              f"run.checkpoint_every must be >= 0, got {cfg.run.checkpoint_every}")
     _require(cfg.augment.strength >= 0,
              f"augment.strength must be >= 0, got {cfg.augment.strength}")
+    _require(cfg.augment.size is None or cfg.augment.size >= 8,
+             f"augment.size must be >= 8, got {cfg.augment.size}")
     cs = cfg.augment.crop_scale
     _require(cs is None or 0 < cs[0] <= cs[1] <= 1,
              f"augment.crop_scale must be [min, max] with 0 < min <= max <= 1, got {cs}")

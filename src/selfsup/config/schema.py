@@ -37,6 +37,10 @@ class AugmentConfig:
     strength: float = 0.5  # SimCLR colour strength s (0.5 at 32 px, 1.0 ImageNet); simclr only
     blur: bool | None = None  # None: on above 32 px, off at 32 px and below (simclr, moco_v2)
     crop_scale: tuple[float, float] | None = None  # None: the recipe's (SimCLR 0.08, MoCo 0.2)
+    # Smaller training views train faster while evaluation and export keep data.size: the
+    # crop already enlarges objects, so a lower side matches their apparent size at test
+    # (Touvron et al. 2019, "FixRes")
+    size: int | None = None  # training views' side; None = data.size
 
 
 @dataclass
@@ -45,6 +49,7 @@ class ModelConfig:
     width: float = 1.0  # channel width multiplier (0.25: a quarter of ResNet's channels)
     stem: str = "cifar"  # cifar: 3x3 stride-1 conv, no max-pool (SimCLR B.9)
     sk_ratio: float = 0.0  # > 0: selective-kernel ResNet of SimCLR v2 (0.0625 in the paper)
+    zero_init_residual: bool = False  # last BN of each residual branch starts at 0 (Goyal et al.)
     head_layers: int = 2  # 2: SimCLR v1, 3: SimCLR v2
     head_hidden: int | None = None  # None = the backbone's feature dim
     out_dim: int = 128  # dimension of the head's output z (the loss's space)
