@@ -9,7 +9,8 @@ overrides; the cosine schedule is planned over ``budget x images/s``
 (``--ips``; by default measured by a 25 s run with the probe's own overrides, as
 simclr_quality.py does, since e.g. ``augment.size`` changes the rate) and
 ``train.max_time_s`` caps the run.
-One seed: differences below ~0.3 points are within the 600 s seed spread (0.12 std).
+One seed (``--seed``, default 0): differences below ~0.3 points are within SimCLR's
+600 s seed spread (0.12 std).
 
     python benchmarks/simclr_recipe_probe.py --budget-s 300 --probe s10 \
         --augment.strength 1.0
@@ -33,13 +34,14 @@ from selfsup.experiment import load_run_backbone  # noqa: E402
 from selfsup.train.pretrain import pretrain  # noqa: E402
 
 PROTOCOL = ("knn-200: k=200, T=0.1, cosine, backbone h, 60k train memory, 10k test "
-            "queries; preset {} + each row's overrides; seed 0")
+            "queries; preset {} + each row's overrides; seed per row (default 0)")
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--probe", required=True, help="the probe's name")
     p.add_argument("--method", choices=sorted(PRESETS), default="simclr")
+    p.add_argument("--seed", type=int, default=0)
     p.add_argument("--budget-s", type=float, default=300)
     p.add_argument("--batch", type=int, default=256)
     p.add_argument("--ips", type=float, default=0.0,
@@ -53,7 +55,7 @@ def main() -> None:
     overhead = 0.0
     if args.ips <= 0:  # calibrate with the probe's own overrides (data.size changes the rate)
         cal = pretrain(load_config(preset, [
-            *selfsup_overrides(args, work), "--train.seed", "0",
+            *selfsup_overrides(args, work), "--train.seed", str(args.seed),
             "--run.name", f"{args.probe}-calibrate", "--train.max_time_s", "25",
             "--train.steps", "100000", *extra]))
         args.ips, overhead = steady_rate(cal, args.batch)
@@ -62,7 +64,7 @@ def main() -> None:
     warmup = 0.1 * epochs if args.method == "simclr" else 0.0  # as simclr_quality.py plans
     run = pretrain(load_config(preset, [
         *selfsup_overrides(args, work),
-        "--train.seed", "0", "--run.name", args.probe, "--train.steps", str(steps),
+        "--train.seed", str(args.seed), "--run.name", args.probe, "--train.steps", str(steps),
         "--optim.warmup_epochs", str(warmup), "--train.max_time_s", str(args.budget_s),
         *extra]))
     s = json.loads((run / "summary.json").read_text())
@@ -70,7 +72,8 @@ def main() -> None:
     test = load_dataset("fashion-mnist", args.data_root, split="test")
     backbone, _, _ = load_run_backbone(run)
     row = {"probe": args.probe, "method": args.method, "overrides": extra,
-           "budget_s": args.budget_s, "batch": args.batch, "seed": 0, "planned_ips": args.ips,
+           "budget_s": args.budget_s, "batch": args.batch, "seed": args.seed,
+           "planned_ips": args.ips,
            "epochs": s["epochs"], "train_s": s["train_s"],
            "images_per_s": s["images_seen"] / s["train_s"], "protocol": "knn-200",
            "value": knn_eval(backbone, train, test)["top1"], "commit": commit(),
