@@ -102,6 +102,15 @@ def steady_rate(run: Path, batch: int) -> tuple[float, float]:
     return ips, overhead
 
 
+def plan_budget(args, ips: float, overhead: float) -> tuple[int, float]:
+    """(steps, warm-up epochs) that fill ``args.budget_s`` at ``ips`` images/s after the
+    one-time ``overhead``: the cosine runs over these steps, warm-up 10 % of them for SimCLR
+    and none for MoCo v2 (its recipe has none)."""
+    steps = max(int((args.budget_s - overhead) * ips / args.batch), 10)
+    epochs = steps * args.batch / 60_000  # the Fashion-MNIST train split
+    return steps, (0.1 * epochs if args.method == "simclr" else 0.0)
+
+
 def run_selfsup(args, work: Path, seed: int) -> tuple[dict, Path]:
     base = [*selfsup_overrides(args, work), "--train.seed", str(seed),
             "--train.compile", str(args.compile).lower()]
@@ -112,11 +121,9 @@ def run_selfsup(args, work: Path, seed: int) -> tuple[dict, Path]:
                                [*base, "--run.name", f"calibrate-s{seed}", "--train.max_time_s",
                                 str(25 + 45 * args.compile), "--train.steps", "100000"]))
     ips, overhead = steady_rate(cal, args.batch)
-    steps = max(int((args.budget_s - overhead) * ips / args.batch), 10)
-    epochs_planned = steps * args.batch / 60_000
-    # 2. the budgeted run: cosine over the planned steps, warm-up 10 % of them; a checkpoint
+    steps, warmup = plan_budget(args, ips, overhead)
+    # 2. the budgeted run: cosine over the planned steps after the planned warm-up; a checkpoint
     # every epoch for the accuracy-vs-time curve (written outside the timed steps' work)
-    warmup = 0.1 * epochs_planned if args.method == "simclr" else 0.0  # MoCo v2: none
     torch._dynamo.reset()
     run = pretrain(load_config(PRESETS[args.method], [
         *base, "--run.name", f"selfsup-s{seed}", "--train.steps", str(steps),

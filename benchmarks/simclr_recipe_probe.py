@@ -3,12 +3,12 @@
 Screens preset changes before the 600 s, 3-seed quality run of simclr_quality.py.
 Protocol: the same as simclr_quality.py (Fashion-MNIST train split for pretraining,
 knn-200: k=200, T=0.1, 60k train memory, 10k test queries, backbone features),
-ResNet-18 CIFAR stem width 0.25, seed 0, preset simclr-fashion-mnist (``--method
+ResNet-18 CIFAR stem width 0.25, preset simclr-fashion-mnist (``--method
 moco``: moco-v2-fashion-mnist, rows in moco_recipe_probe.json) plus the probe's
 overrides; the cosine schedule is planned over ``budget x images/s``
 (``--ips``; by default measured by a 25 s run with the probe's own overrides, as
 simclr_quality.py does, since e.g. ``augment.size`` changes the rate) and
-``train.max_time_s`` caps the run.
+``train.max_time_s`` caps the run; steps and warm-up as simclr_quality.py plans them.
 One seed (``--seed``, default 0): differences below ~0.3 points are within SimCLR's
 600 s seed spread (0.12 std).
 
@@ -26,7 +26,14 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import RESULTS, ROOT, commit, write_results  # noqa: E402
-from simclr_quality import PRESETS, default_root, knn_eval, selfsup_overrides, steady_rate  # noqa: E402
+from simclr_quality import (  # noqa: E402
+    PRESETS,
+    default_root,
+    knn_eval,
+    plan_budget,
+    selfsup_overrides,
+    steady_rate,
+)
 
 from selfsup.config import load_config  # noqa: E402
 from selfsup.data import load_dataset  # noqa: E402
@@ -59,9 +66,7 @@ def main() -> None:
             "--run.name", f"{args.probe}-calibrate", "--train.max_time_s", "25",
             "--train.steps", "100000", *extra]))
         args.ips, overhead = steady_rate(cal, args.batch)
-    steps = int((args.budget_s - overhead) * args.ips / args.batch)
-    epochs = steps * args.batch / 60_000
-    warmup = 0.1 * epochs if args.method == "simclr" else 0.0  # as simclr_quality.py plans
+    steps, warmup = plan_budget(args, args.ips, overhead)
     run = pretrain(load_config(preset, [
         *selfsup_overrides(args, work),
         "--train.seed", str(args.seed), "--run.name", args.probe, "--train.steps", str(steps),
