@@ -119,8 +119,11 @@ def listing_hash(root: str | Path, splits: dict[str, Listing], settings: dict) -
                 st = (root / rel).stat()
             except OSError as exc:
                 raise DataError(f"{root / rel}: cannot read ({exc.strerror or exc})") from None
-            h.update(f"{split}\t{rel}\t{st.st_size}\t{st.st_mtime_ns}\t{label}\n".encode())
-    h.update("\n".join(f"{s}:{','.join(v.classes)}" for s, v in splits.items()).encode())
+            # surrogateescape: a name that is not UTF-8 (packed as skipped) must not crash here
+            h.update(f"{split}\t{rel}\t{st.st_size}\t{st.st_mtime_ns}\t{label}\n"
+                     .encode("utf-8", "surrogateescape"))
+    h.update("\n".join(f"{s}:{','.join(v.classes)}" for s, v in splits.items())
+             .encode("utf-8", "surrogateescape"))
     return h.hexdigest()
 
 

@@ -38,41 +38,15 @@ from selfsup.data.pack_jobs import (
     squeeze,
     write_json,
 )
+from selfsup.data.pack_out import FORMAT, claimed, clear
 from selfsup.errors import ConfigError, DataError
 
-FORMAT, VERSION = "selfsup-store", 1
+VERSION = 1
+MAX_SIZE = 4096  # a stored side above this is surely a typo (100000 px preallocated 1.2 TB)
 _pack_chunk = pack_chunk  # looked up here at call time (a test interrupts a pack through it)
-_OWN = ("meta.json", "state.json", "progress.jsonl", "train", "test")
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-def _check_out(out: Path) -> None:
-    """Refuse to write a store over a folder that holds anything else (never delete user files)."""
-    if out.exists() and not out.is_dir():
-        raise DataError(f"{out}: exists and is not a folder")
-    if out.is_dir():
-        foreign = [p.name for p in out.iterdir() if p.name not in _OWN
-                   and not p.name.startswith(".")]
-        if foreign:
-            raise DataError(f"{out}: not empty and not a selfsup store ({foreign[0]}, ...); "
-                            "choose an empty or new folder")
-
-
-
-
-
-
+# str.splitlines() breaks a name at any of these, and files.txt holds one name per line; a tab
+# would make the tab-separated outputs of `selfsup embed` ambiguous
+_NAME_BREAKS = frozenset("\n\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029\t")
 
 
 def auto_size(modes: dict[str, list[str]], cap: int = 224) -> int:
@@ -99,17 +73,36 @@ def pack_folder(src: str | Path, out: str | Path, size: int | str, *, workers: i
         chunk: files per job; a killed pack loses at most one chunk per worker.
     """
     src, out = Path(src).expanduser(), Path(out).expanduser()
-    _check_settings(size, channels, decoder)
+    _check_settings(size, channels, decoder, workers)
     workers = available_cpus() if workers is None else int(workers)
     splits = list_splits(src)
     settings = {"format": FORMAT, "version": VERSION, "size": size, "channels": channels,
                 "decoder": decoder}
     digest = listing_hash(src, splits, settings)
-    meta_file = out / "meta.json"
-    if meta_file.is_file():
-        meta = json.loads(meta_file.read_text())
-        if meta.get("listing_hash") == digest:
-            return out  # already packed from exactly these files and settings
+    if _finished(out, digest):
+        return out  # already packed from exactly these files and settings
+    try:
+        with claimed(src, out, progress):  # refuses folders it must not write; one pack at once
+            if not _finished(out, digest):  # the pack we waited for may have made it
+                _pack(src, out, splits, settings, digest, workers, chunk, progress)
+    except OSError as exc:
+        if isinstance(exc, DataError):
+            raise
+        raise DataError(f"{exc.filename or out}: {exc.strerror or exc} (packing into {out})") \
+            from None
+    return out
+
+
+def _finished(out: Path, digest: str) -> bool:
+    try:
+        return json.loads((out / "meta.json").read_text()).get("listing_hash") == digest
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+def _pack(src: Path, out: Path, splits: dict[str, Listing], settings: dict, digest: str,
+          workers: int, chunk: int, progress: bool) -> None:
+    size, channels, decoder = settings["size"], settings["channels"], settings["decoder"]
     state = _start_or_resume(src, out, digest, settings)
     log = ProgressLog(out / "progress.jsonl")
     pool = make_pool(workers)
@@ -119,6 +112,7 @@ def pack_folder(src: str | Path, out: str | Path, size: int | str, *, workers: i
             1 if all(m.split(" ")[0] in GRAY_MODES for ms in modes.values() for m in ms
                      if m[0] != "!") else 3)
         size = auto_size(modes) if size == "auto" else size
+        _check_space(out, modes, c * size * size)
         results = {s: _pack_split(src, out, s, splits[s], modes[s], size, c, decoder, log,
                                   pool, chunk, progress) for s in splits}
     finally:
@@ -129,15 +123,32 @@ def pack_folder(src: str | Path, out: str | Path, size: int | str, *, workers: i
             "source": str(src.resolve()), "settings": settings, "size": size, "channels": c,
             "classes": splits["train"].classes, "splits": results,
             "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
-    write_json(meta_file, meta)  # last: its presence means the store is complete
+    write_json(out / "meta.json", meta)  # last: its presence means the store is complete
     state.unlink(missing_ok=True)
     (out / "progress.jsonl").unlink(missing_ok=True)
-    return out
 
 
-def _check_settings(size, channels, decoder: str) -> None:
+def _check_space(out: Path, modes: dict[str, list[str]], row: int) -> None:
+    """Refuse before preallocating: a sparse file would only fail (or fill the disk) later."""
+    need = sum(row * sum(m[0] != "!" for m in ms) for ms in modes.values())
+    have = sum((out / s / "images.u8").stat().st_size for s in modes
+               if (out / s / "images.u8").is_file())
+    free = shutil.disk_usage(out).free
+    if need - have > free:
+        raise DataError(f"{out}: the store needs {need / 1e9:.2f} GB and its disk has "
+                        f"{free / 1e9:.2f} GB free; choose a smaller --size or another disk")
+
+
+def _check_settings(size, channels, decoder: str, workers: int | None) -> None:
     if size != "auto" and (not isinstance(size, int) or isinstance(size, bool) or size < 8):
         raise ConfigError(f"pack size must be an integer >= 8 (the stored side), got {size!r}")
+    if size != "auto" and size > MAX_SIZE:
+        raise ConfigError(f"pack size must be <= {MAX_SIZE} (the stored side in pixels), got "
+                          f"{size}")
+    if workers is not None and (isinstance(workers, bool) or int(workers) != workers
+                                or workers < 0):
+        raise ConfigError(f"pack workers must be an integer >= 0 (0: decode in this process), "
+                          f"got {workers!r}")
     if channels not in (1, 3, "auto"):
         raise ConfigError(f"pack channels must be 1, 3 or auto, got {channels!r}")
     if decoder not in DECODERS:
@@ -152,13 +163,13 @@ def _check_settings(size, channels, decoder: str) -> None:
 
 def _start_or_resume(src: Path, out: Path, digest: str, settings: dict) -> Path:
     """``state.json`` of a pack of this listing: the interrupted one's, or a fresh start."""
-    _check_out(out)
     state = out / "state.json"
-    if not (state.is_file() and json.loads(state.read_text()).get("listing_hash") == digest):
-        for name in _OWN:  # another listing or other settings: start over
-            p = out / name
-            shutil.rmtree(p) if p.is_dir() else p.unlink(missing_ok=True)
-        out.mkdir(parents=True, exist_ok=True)
+    try:
+        same = json.loads(state.read_text()).get("listing_hash") == digest
+    except (OSError, ValueError, AttributeError):
+        same = False
+    if not same:
+        clear(out)  # another listing or other settings: start over (only our own files)
         write_json(state, {"listing_hash": digest, "source": str(src.resolve()),
                            "settings": settings})
     return state
@@ -172,7 +183,8 @@ def _probe(src: Path, splits: dict[str, Listing], log: ProgressLog, pool, chunk:
         return done
     modes = {}
     for split, listing in splits.items():
-        paths = [str(src / f) for f in listing.files]
+        named = {i: why for i, f in enumerate(listing.files) if (why := _bad_name(f))}
+        paths = [str(src / f) for i, f in enumerate(listing.files) if i not in named]
         jobs = [(paths[i:i + chunk],) for i in range(0, len(paths), chunk)]
         it = pool.imap(probe_chunk, jobs) if pool is not None else map(probe_chunk, jobs)
         found = []
@@ -181,9 +193,24 @@ def _probe(src: Path, splits: dict[str, Listing], log: ProgressLog, pool, chunk:
             for res in it:
                 found += res
                 bar.update(len(res))
-        modes[split] = found
+        probed = iter(found)
+        modes[split] = [f"!{named[i]}" if i in named else next(probed)
+                        for i in range(len(listing.files))]
     log.add({"probe": modes})
     return modes
+
+
+def _bad_name(rel: str) -> str | None:
+    """Why a file name cannot be one line of ``files.txt`` (None when it can)."""
+    breaks = sorted(set(rel) & _NAME_BREAKS)
+    if breaks:
+        return (f"file name holds {', '.join(repr(b) for b in breaks)} (a line break or tab); "
+                "rename the file to pack it")
+    try:
+        rel.encode("utf-8")
+    except UnicodeEncodeError:
+        return "file name is not valid UTF-8; rename the file to pack it"
+    return None
 
 
 def _pack_split(src: Path, out: Path, split: str, listing: Listing, modes: list[str],
@@ -244,7 +271,8 @@ def _pack_split(src: Path, out: Path, split: str, listing: Listing, modes: list[
     pixels = hist.sum(1)
     mean = hist @ values / pixels
     var = hist @ np.square(values) / pixels - np.square(mean)
-    (folder / "files.txt").write_text("".join(listing.files[k] + "\n" for k in good))
+    (folder / "files.txt").write_text("".join(listing.files[k] + "\n" for k in good),
+                                      encoding="utf-8")
     (folder / "skipped.jsonl").write_text("".join(json.dumps(s) + "\n" for s in skipped))
     if listing.labels is not None:
         np.save(folder / "labels.npy", np.array([listing.labels[k] for k in good], np.int64))
