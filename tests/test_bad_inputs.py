@@ -4,8 +4,13 @@ traceback and never a silently wrong result (issue 13, items 10-12)."""
 from __future__ import annotations
 
 import dataclasses
+import json
+import os
+import shutil
 import typing
+from pathlib import Path
 
+import numpy as np
 import pytest
 
 from selfsup.cli import main
@@ -136,6 +141,140 @@ def test_knn_reports_the_k_it_used(capsys, run):
 
 def test_the_config_walk_alone_covers_sixty_keys_and_values():
     assert 3 * len(FLOATS) + len(INTS) >= 60  # drops if settings lose their number types
+
+
+# -- damaged stores and pack outputs (issue 23 items 4, 5) ----------------------------------
+
+def _json_edit(fn):
+    """A tampering that rewrites meta.json through ``fn(meta) -> new object``."""
+    def edit(store):
+        meta = json.loads((store / "meta.json").read_text())
+        (store / "meta.json").write_text(json.dumps(fn(meta)))
+    return edit
+
+
+def _split(key, value):
+    return _json_edit(lambda m: {**m, "splits": {**m["splits"], "train": {
+        **m["splits"]["train"], key: value}}})
+
+
+def _labels(array):
+    return lambda store: np.save(store / "train" / "labels.npy", array)
+
+
+STORE_DAMAGE = {
+    "labels missing": (lambda s: (s / "train" / "labels.npy").unlink(), "unreadable labels"),
+    "labels garbage": (lambda s: (s / "train" / "labels.npy").write_bytes(b"\x93NUMPY junk"),
+                       "unreadable labels"),
+    "labels pickled": (lambda s: np.save(s / "train" / "labels.npy",
+                                         np.array([{"a": 1}] * 8, dtype=object)),
+                       "unreadable labels"),
+    "labels negative": (_labels(np.array([0, 1, -1, 0, 1, 0, 1, 0])), "label -1 is outside"),
+    "labels above the classes": (_labels(np.array([0, 1, 7, 0, 1, 0, 1, 0])),
+                                 "label 7 is outside the 2 classes"),
+    "labels float": (_labels(np.zeros(8, np.float32) + 0.5), "float32 labels"),
+    "labels too few": (_labels(np.zeros(5, np.int64)), "expected 8 integers"),
+    "files.txt missing": (lambda s: (s / "train" / "files.txt").unlink(),
+                          "unreadable file list"),
+    "files.txt short": (lambda s: (s / "train" / "files.txt").write_text("a.png\n"),
+                        "1 file names for 8 images"),
+    "files.txt binary": (lambda s: (s / "train" / "files.txt").write_bytes(b"\xff\xfe\xfa\n"),
+                         "unreadable file list (not UTF-8 text)"),
+    "meta a list": (lambda s: (s / "meta.json").write_text("[1, 2]"), "is a list, not an object"),
+    "meta a folder": (lambda s: ((s / "meta.json").unlink(), (s / "meta.json").mkdir()),
+                      "not a packed store"),
+    "meta without splits": (_json_edit(lambda m: {k: v for k, v in m.items() if k != "splits"}),
+                            "it lists no splits"),
+    "count not a number": (_split("images", "many"), "split 'train' has no image count"),
+    "count negative": (_split("images", -3), "split 'train' has no image count"),
+    "count zero": (_split("images", 0), "the 'train' split holds no images"),
+    "mean NaN": (_split("mean", [float("nan")] * 3), "split 'train' mean is [nan, nan, nan]"),
+    "std negative": (_split("std", [-1.0, 0.2, 0.2]), "not 3 finite non-negative numbers"),
+    "channels 2": (_json_edit(lambda m: {**m, "channels": 2}), "channels is 2, not 1 or 3"),
+    "size a string": (_json_edit(lambda m: {**m, "size": "big"}), "not a positive integer"),
+    "classes a string": (_json_edit(lambda m: {**m, "classes": "cat,dog"}),
+                         "classes is not a list of names"),
+    "another format": (_json_edit(lambda m: {**m, "format": "ffcv"}), "not a selfsup-store v1"),
+    "images cut": (lambda s: os.truncate(s / "train" / "images.u8", 10), "the store is damaged"),
+}
+
+
+@pytest.fixture(scope="module")
+def packed(tmp_path_factory):
+    from tests.data.folders import make_folder
+
+    root = tmp_path_factory.mktemp("packed")
+    src = make_folder(root / "photos", per_class=4, test_per_class=1)
+    assert main(["pack", str(src), str(root / "store"), "--size", "16", "--workers", "0",
+                 "--no-progress"]) == 0
+    return root / "store"
+
+
+@pytest.mark.parametrize("case", list(STORE_DAMAGE))
+def test_a_damaged_store_is_one_line_and_starts_nothing(capsys, packed, tmp_path, case):
+    tamper, needle = STORE_DAMAGE[case]
+    store = tmp_path / "store"
+    shutil.copytree(packed, store)
+    capsys.readouterr()
+    tamper(store)
+    err = error_line(capsys, ["pretrain", "--config", "quickstart", *TINY, "--data.dataset",
+                              "store", "--data.root",
+                              str(store), "--data.size", "16", "--run.out_dir",
+                              str(tmp_path / "runs")])
+    assert needle in err
+    assert not (tmp_path / "runs").exists()  # no run folder for a run that cannot start
+
+
+def _below_a_file(tmp_path):
+    (tmp_path / "file").write_text("x")
+    return tmp_path / "file" / "store"
+
+
+def _read_only(tmp_path, monkeypatch):
+    """Root ignores chmod (CI runs as root): a read-only file system, as mkdir reports it."""
+    import errno
+
+    real = Path.mkdir
+
+    def erofs(self, *args, **kwargs):
+        if tmp_path in self.parents or self == tmp_path / "ro":
+            raise OSError(errno.EROFS, "Read-only file system", str(self))
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "mkdir", erofs)
+    return tmp_path / "ro" / "store"
+
+
+@pytest.mark.parametrize("make,args,needle", [
+    (_below_a_file, [], "cannot create the store folder (Not a directory)"),
+    ("read-only", [], "cannot create the store folder (Read-only file system)"),
+    (lambda t: t / "out", ["--size", "100000"], "pack size must be <= 4096"),
+    (lambda t: t / "out", ["--size", "4"], "pack size must be an integer >= 8"),
+    (lambda t: t / "out", ["--workers", "-1"], "workers"),
+])
+def test_pack_outputs_that_cannot_be_written(capsys, packed, tmp_path, monkeypatch, make, args,
+                                             needle):
+    src = packed.parent / "photos"
+    out = _read_only(tmp_path, monkeypatch) if make == "read-only" else make(tmp_path)
+    before = sorted(tmp_path.rglob("*"))
+    argv = ["pack", str(src), str(out), "--workers", "0", "--no-progress", *args]
+    if "--size" not in args:
+        argv += ["--size", "16"]
+    assert needle in error_line(capsys, argv)
+    assert sorted(tmp_path.rglob("*")) == before  # nothing created
+
+
+def test_a_pack_larger_than_the_free_disk_is_refused_before_writing(capsys, packed, tmp_path,
+                                                                    monkeypatch):
+    import collections
+    import shutil as sh
+
+    usage = collections.namedtuple("usage", "total used free")
+    monkeypatch.setattr(sh, "disk_usage", lambda p: usage(10**6, 10**6 - 1000, 1000))
+    err = error_line(capsys, ["pack", str(packed.parent / "photos"), str(tmp_path / "out"),
+                              "--size", "512", "--workers", "0", "--no-progress"])
+    assert "the store needs 0.01 GB and its disk has 0.00 GB free" in err
+    assert not (tmp_path / "out" / "train").exists()  # nothing preallocated
 
 
 def test_disk_full_while_checkpointing_is_one_line(capsys, tmp_path, monkeypatch):

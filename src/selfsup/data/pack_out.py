@@ -134,5 +134,12 @@ def claimed(src: Path, out: Path, progress: bool = True) -> Iterator[None]:
             fcntl.lockf(fd, fcntl.LOCK_EX)
         check_out(src, out)  # again: the other pack may have left another store here
         yield
+    except DataError:
+        if created:  # a refusal (no disk space, no readable image) leaves nothing behind
+            clear(out)
+            (out / LOCK).unlink(missing_ok=True)
+            with contextlib.suppress(OSError):
+                out.rmdir()
+        raise
     finally:
         os.close(fd)  # releases the lock

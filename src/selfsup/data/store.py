@@ -19,6 +19,7 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import json
+import math
 import os
 import time
 from pathlib import Path
@@ -43,12 +44,50 @@ def read_meta(path: str | Path) -> dict:
                         "`selfsup pack SRC OUT --size S`")
     try:
         meta = json.loads(meta_file.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise DataError(f"{meta_file}: unreadable store metadata ({exc})") from None
+    except (ValueError, OSError) as exc:  # JSON, UTF-8, or a read error (EISDIR, EACCES...)
+        why = getattr(exc, "strerror", None) or str(exc).splitlines()[0][:120]
+        raise DataError(f"{meta_file}: unreadable store metadata ({why})") from None
+    if not isinstance(meta, dict):
+        raise DataError(f"{meta_file}: store metadata is a {type(meta).__name__}, not an object; "
+                        "the store is damaged, pack it again")
     if meta.get("format") != FORMAT or meta.get("version") != VERSION:
         raise DataError(f"{meta_file}: not a {FORMAT} v{VERSION} store "
                         f"(format {meta.get('format')!r} v{meta.get('version')!r})")
+    _check_meta(meta, meta_file)
     return meta
+
+
+def _check_meta(meta: dict, meta_file: Path) -> None:
+    """Every field a reader relies on, with its type and range (a hand-edited or damaged
+    meta.json once surfaced as a KeyError / ValueError traceback deep in open_store)."""
+    def bad(what: str) -> DataError:
+        return DataError(f"{meta_file}: {what}; the store is damaged, pack it again")
+
+    def count(v) -> bool:
+        return isinstance(v, int) and not isinstance(v, bool) and v >= 0
+
+    if meta.get("channels") not in (1, 3) or isinstance(meta.get("channels"), bool):
+        raise bad(f"channels is {meta.get('channels')!r}, not 1 or 3")
+    if not count(meta.get("size")) or meta["size"] < 1:
+        raise bad(f"size is {meta.get('size')!r}, not a positive integer")
+    classes = meta.get("classes", [])
+    if not isinstance(classes, list) or not all(isinstance(c, str) for c in classes):
+        raise bad("classes is not a list of names")
+    splits = meta.get("splits")
+    if not isinstance(splits, dict) or not splits:
+        raise bad("it lists no splits")
+    for name, info in splits.items():
+        if not isinstance(info, dict) or not count(info.get("images")):
+            raise bad(f"split {name!r} has no image count (a non-negative integer)")
+        for key in ("mean", "std"):
+            v = info.get(key)
+            if v is None:
+                continue
+            if not (isinstance(v, list) and len(v) == meta["channels"] and all(
+                    isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+                    and (x >= 0 if key == "std" else True) for x in v)):
+                raise bad(f"split {name!r} {key} is {v!r}, not {meta['channels']} finite "
+                          + ("non-negative numbers" if key == "std" else "numbers"))
 
 
 def open_store(path: str | Path, split: str = "train") -> ImageSet:
@@ -60,6 +99,8 @@ def open_store(path: str | Path, split: str = "train") -> ImageSet:
                         f"{', '.join(meta['splits'])})")
     info, c, s = meta["splits"][split], int(meta["channels"]), int(meta["size"])
     n, file = int(info["images"]), path / split / "images.u8"
+    if n == 0:
+        raise DataError(f"{path}: the {split!r} split holds no images; pack it again")
     if not file.is_file() or file.stat().st_size != n * c * s * s:
         raise DataError(f"{file}: expected {n} x {c} x {s} x {s} bytes; the store is damaged, "
                         "pack it again")
@@ -67,12 +108,46 @@ def open_store(path: str | Path, split: str = "train") -> ImageSet:
     images = torch.from_numpy(np.memmap(file, np.uint8, "c", shape=(n, c, s, s)))
     labels = None
     if info.get("labelled"):
-        labels = torch.from_numpy(np.load(path / split / "labels.npy").astype(np.int64))
-    files = (path / split / "files.txt").read_text().splitlines()
+        labels = torch.from_numpy(_labels(path / split / "labels.npy", n,
+                                          len(meta.get("classes", []))))
+    files = _files(path / split / "files.txt", n)
     stats = (tuple(info["mean"]), tuple(info["std"])) if "mean" in info else None
     name = f"store:{Path(meta.get('source', path)).name}/{split}"
     return ImageSet(images, labels, list(meta.get("classes", [])), name, files, stats,
                     mapped=True)
+
+
+def _labels(file: Path, n: int, classes: int) -> np.ndarray:
+    """``labels.npy``: n integer labels in [0, classes); never unpickles anything."""
+    try:
+        labels = np.load(file, allow_pickle=False)
+    except (OSError, ValueError, EOFError) as exc:  # missing, garbage, pickled, truncated
+        why = getattr(exc, "strerror", None) or str(exc).splitlines()[0][:100]
+        raise DataError(f"{file}: unreadable labels ({why}); the store is damaged, pack it "
+                        "again") from None
+    if labels.dtype.kind not in "iu" or labels.shape != (n,):
+        raise DataError(f"{file}: {labels.dtype} labels of shape {labels.shape}, expected {n} "
+                        "integers; the store is damaged, pack it again")
+    if n and (labels.min() < 0 or (classes and labels.max() >= classes)):
+        bad = int(labels.min() if labels.min() < 0 else labels.max())
+        raise DataError(f"{file}: label {bad} is outside the {classes} classes [0, {classes}) "
+                        "of meta.json; the store is damaged, pack it again")
+    return labels.astype(np.int64)
+
+
+def _files(file: Path, n: int) -> list[str]:
+    """``files.txt``: one name per row (names never hold a line break: pack skips those)."""
+    try:
+        text = file.read_text(encoding="utf-8")
+    except (OSError, ValueError) as exc:
+        why = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
+        raise DataError(f"{file}: unreadable file list ({why}); the store is damaged, pack it "
+                        "again") from None
+    names = text.split("\n")[:-1] if text.endswith("\n") else text.split("\n") if text else []
+    if len(names) != n:
+        raise DataError(f"{file}: {len(names)} file names for {n} images; the store is damaged, "
+                        "pack it again")
+    return names
 
 
 def cache_path(src: str | Path, size: int, cache_dir: str | Path, channels="auto",
