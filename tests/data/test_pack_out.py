@@ -165,3 +165,12 @@ def test_names_with_line_breaks_or_tabs_are_skipped_with_the_reason(tmp_path: Pa
     assert sum("not valid UTF-8" in s["reason"] for s in skipped) == 1
     # and the store a folder run would use is the same: every run on it opens
     assert read_meta(out)["splits"]["train"]["skipped"] == len(BREAKS) + 1
+
+
+def test_a_store_cache_that_cannot_be_written_is_one_line(tmp_path: Path, photos: Path) -> None:
+    from selfsup.data.store import ensure_store
+
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(DataError, match="cannot create the store cache .Not a directory"):
+        ensure_store(photos, 16, tmp_path / "file" / "cache", workers=0, progress=False)
+    assert (tmp_path / "file").read_text() == "x"

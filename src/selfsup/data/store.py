@@ -175,12 +175,21 @@ def ensure_store(src: str | Path, size: int, cache_dir: str | Path, *, channels=
     """The packed store of folder ``src`` at side ``size``, packing (or repacking) it if the
     cache holds none made from the current files; returns its folder."""
     out = cache_path(src, size, cache_dir, channels, decoder)
-    out.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise DataError(f"{out.parent}: cannot create the store cache ({exc.strerror or exc}); "
+                        "set data.cache_dir (or $SELFSUP_STORES) to a writable folder") from None
     if _local_rank() != 0:
         return _wait_for(out, poll_s)
     failed = out.with_name(out.name + ".failed")
-    failed.unlink(missing_ok=True)
-    with open(out.with_name(out.name + ".lock"), "w") as lock:
+    try:
+        failed.unlink(missing_ok=True)
+        lock = open(out.with_name(out.name + ".lock"), "w")
+    except OSError as exc:
+        raise DataError(f"{out.parent}: cannot write to the store cache ({exc.strerror or exc}); "
+                        "set data.cache_dir (or $SELFSUP_STORES) to a writable folder") from None
+    with lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # another run packing the same folder: wait for it
         try:
             # pack_folder returns at once when meta.json matches the current listing
