@@ -65,7 +65,7 @@ def pretrain(args, extra: list[str]) -> int:
     print(f"trained {summary['epochs']:.2f} epochs ({summary['steps']} steps) in "
           f"{summary['train_s']:.0f} s, final loss {loss_s}")
     if "final_knn_top1" in summary:
-        rec = {"protocol": {"name": "knn", "k": cfg.eval.knn_k,
+        rec = {"protocol": {"name": "knn", "k": summary.get("final_knn_k", cfg.eval.knn_k),
                             "temperature": cfg.eval.knn_temperature},
                "dataset": cfg.data.dataset, "method": cfg.method.name,
                "backbone": f"{cfg.model.backbone} {cfg.model.stem} w{cfg.model.width:g}",
