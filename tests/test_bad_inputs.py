@@ -332,3 +332,215 @@ def test_a_run_shorter_than_its_warm_up_warns(tmp_path):
     with pytest.warns(UserWarning, match=r"warm-up \(5 epochs = 20 steps\) is not shorter than "
                       r"the run \(2 steps\)"):
         pretrain(cfg)
+
+
+# --- Config- and run-level bad inputs (issue 23, items 5 and 8) ---------------------------
+# Each refusal is one line and leaves the folder it was pointed at as it was. The tests run as
+# root, which chmod does not stop: "cannot write" is a path below a regular file (ENOTDIR),
+# /proc/sys (read-only to root too: procfs), or a mocked mkdir raising EROFS, as said per case.
+
+
+def _listing(root: Path) -> list[str]:
+    return sorted(str(p.relative_to(root)) for p in root.rglob("*"))
+
+
+def _proc_sys() -> Path:
+    """A folder even root cannot write in (procfs's /proc/sys), else the test is skipped."""
+    ro = Path("/proc/sys")
+    if not ro.is_dir() or os.access(ro, os.W_OK):
+        pytest.skip("no folder here that root cannot write in")
+    return ro
+
+
+def _erofs_below(monkeypatch, top: Path) -> None:
+    """Path.mkdir of ``top`` and below fails as on a read-only file system (mocked)."""
+    import errno
+
+    real = Path.mkdir
+
+    def mkdir(self, *args, **kwargs):
+        if self == top or top in self.parents:
+            raise OSError(errno.EROFS, "Read-only file system", str(self))
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "mkdir", mkdir)
+
+
+def _out_dir_below_a_file(tmp_path, monkeypatch):
+    (tmp_path / "file").write_text("x")
+    return ["--run.out_dir", str(tmp_path / "file" / "runs")], "file is a file, not a folder"
+
+
+def _out_dir_a_file(tmp_path, monkeypatch):
+    (tmp_path / "runs").write_text("x")
+    return ["--run.out_dir", str(tmp_path / "runs")], "not a folder"
+
+
+def _out_dir_read_only(tmp_path, monkeypatch):  # real: /proc/sys
+    return ["--run.out_dir", str(_proc_sys() / "runs")], "(/proc/sys"
+
+
+def _out_dir_erofs(tmp_path, monkeypatch):  # mocked: mkdir says EROFS
+    _erofs_below(monkeypatch, tmp_path / "runs")
+    return (["--run.out_dir", str(tmp_path / "runs")],
+            "cannot create the run folder quickstart (Read-only file system)")
+
+
+def _name_300(tmp_path, monkeypatch):
+    return (["--run.out_dir", str(tmp_path / "runs"), "--run.name", "n" * 300],
+            "is 300 bytes long; a folder name may have at most 255 bytes")
+
+
+def _name_multibyte(tmp_path, monkeypatch):  # 128 characters, 256 bytes in UTF-8
+    return (["--run.out_dir", str(tmp_path / "runs"), "--run.name", "é" * 128],
+            "is 256 bytes long")
+
+
+def _cache_below_a_file(tmp_path, monkeypatch):
+    (tmp_path / "file").write_text("x")
+    return (["--data.cache_dir", str(tmp_path / "file" / "c")],
+            f"data.cache_dir {tmp_path / 'file' / 'c'}: cannot write there ({tmp_path / 'file'}"
+            " is a file, not a folder)")
+
+
+def _cache_read_only(tmp_path, monkeypatch):  # real: /proc/sys
+    return (["--data.cache_dir", str(_proc_sys() / "c")],
+            "/proc/sys/c: cannot write there (/proc/sys: no write permission)")
+
+
+def _cache_erofs(tmp_path, monkeypatch):  # mocked: the file system reports read-only
+    ro, real = tmp_path / "ro", os.access
+    ro.mkdir()
+    monkeypatch.setattr(os, "access", lambda p, mode, **kw: Path(p) != ro and real(p, mode, **kw))
+    monkeypatch.setattr(os, "statvfs", lambda p: type("S", (), {"f_flag": os.ST_RDONLY})())
+    return ["--data.cache_dir", str(ro / "c")], f"({ro}: a read-only file system)"
+
+
+@pytest.mark.parametrize("make", [
+    _out_dir_below_a_file, _out_dir_a_file, _out_dir_read_only, _out_dir_erofs, _name_300,
+    _name_multibyte, _cache_below_a_file, _cache_read_only, _cache_erofs,
+])
+def test_run_and_cache_folders_that_cannot_be_written(capsys, packed, tmp_path, monkeypatch,
+                                                       make):
+    args, needle = make(tmp_path, monkeypatch)
+    folder = ["--data.dataset", "folder", "--data.root", str(packed.parent / "photos"),
+              "--data.pack_size", "16"]
+    if "--run.out_dir" not in args:
+        args += ["--run.out_dir", str(tmp_path / "runs")]
+    if "--data.cache_dir" not in args:  # the packed photos: the cache is only read
+        folder = []
+    before = _listing(tmp_path)
+    err = error_line(capsys, ["pretrain", "--config", "quickstart", *TINY, *folder, *args])
+    assert needle in err
+    assert _listing(tmp_path) == before  # no run folder, no store cache, nothing
+
+
+SECTION_CASES = [
+    ("train: 5\n", [], "config section train must be a mapping of keys, got 5"),
+    ("data: [a, b]\n", [], "config section data must be a mapping of keys, got ['a', 'b']"),
+    ("method:\n  name: moco\n  moco: 4096\n", [], "config section method.moco must be"),
+    ("run: fast\n", [], "config section run must be a mapping"),
+    (None, ["--train", "5", "--train.epochs", "1"], "--train is a section"),
+    (None, ["--train.epochs", "1", "--train", "5"], "--train is a section"),
+]
+
+
+@pytest.mark.parametrize("text,extra,needle", SECTION_CASES)
+def test_a_section_given_as_a_value_is_refused_not_replaced(capsys, tmp_path, text, extra,
+                                                           needle):
+    config = tmp_path / "c.yaml"
+    config.write_text(text or "model:\n  width: 0.125\n")
+    before = _listing(tmp_path)
+    # the overrides of TINY (--train.epochs, ...) once replaced `train: 5` without a word
+    err = error_line(capsys, ["pretrain", "--config", str(config), *TINY, *extra,
+                              "--run.out_dir", str(tmp_path / "runs")])
+    assert needle in err and (text is None or str(config) in err)
+    assert _listing(tmp_path) == before
+
+
+@pytest.mark.parametrize("extra,needle", [
+    (["--optim.optimizer", "sgd", "--optim.lr", "1e6"],
+     "optim.lr 1e+06 is above 100, the most optim.optimizer sgd takes"),
+    (["--optim.optimizer", "lars", "--optim.lr", "1000"], "optim.lr 1000 is above 100"),
+    (["--optim.lr_scaling", "linear", "--optim.base_lr", "1e4"],
+     "optim.base_lr 10000 (lr 1250 with linear scaling at batch 32) is above 100"),
+    (["--optim.optimizer", "adamw", "--optim.lr", "5"], "optim.lr 5 is above 1"),
+])
+def test_a_learning_rate_that_is_surely_wrong(capsys, tmp_path, extra, needle):
+    err = error_line(capsys, ["pretrain", "--config", "quickstart", *TINY, *extra,
+                              "--run.out_dir", str(tmp_path / "runs")])
+    assert needle in err
+    assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.parametrize("key,value,needle", [
+    ("std", [0.2, 0.0, 0.2], "std 0 for channel 1, whose pixels vary"),
+    ("std", [0.2, 0.9, 0.2], "std 0.9 for channel 1 (must be in [0, 0.5])"),
+    ("mean", [0.5, 1.5, 0.5], "mean 1.5 for channel 1 (must be in [0, 1])"),
+])
+def test_store_statistics_that_cannot_be_normalised_by(capsys, packed, tmp_path, key, value,
+                                                       needle):
+    """Checked where the pipeline takes them (experiment.load_data): a NaN loss with a hint
+    about optim.lr was all these gave."""
+    store = tmp_path / "store"
+    shutil.copytree(packed, store)
+    _split(key, value)(store)
+    capsys.readouterr()
+    err = error_line(capsys, ["pretrain", "--config", "quickstart", *TINY, "--data.dataset",
+                              "store", "--data.root", str(store), "--data.size", "16",
+                              "--run.out_dir", str(tmp_path / "runs")])
+    assert needle in err and str(store) in err and "meta.json" in err
+    assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.parametrize("stats,needle", [
+    (([float("nan")], [0.2]), "mean nan for channel 0"),
+    (([0.5], [float("nan")]), "std nan for channel 0"),
+    (([0.5], [-0.1]), "std -0.1 for channel 0"),
+    (([0.5, 0.5, 0.5], [0.2, 0.2, 0.2]), "3 mean values for 1 channels"),
+])
+def test_store_statistics_are_checked_whoever_read_them(stats, needle):
+    import torch
+
+    from selfsup.data import ImageSet
+    from selfsup.errors import DataError
+    from selfsup.experiment import check_store_stats
+
+    images = torch.arange(4 * 64, dtype=torch.uint8).view(4, 1, 8, 8)
+    with pytest.raises(DataError, match=r"^where: the store's meta.json has ") as e:
+        check_store_stats(ImageSet(images, None, stats=stats), "where")
+    assert needle in str(e.value)
+    constant = ImageSet(torch.zeros(4, 1, 8, 8, dtype=torch.uint8), None, stats=([0.0], [0.0]))
+    check_store_stats(constant, "where")  # a channel that is constant has std 0: kept
+
+
+@pytest.fixture(scope="module")
+def jigsaw_last(tmp_path_factory):
+    out = tmp_path_factory.mktemp("jigsaw")
+    assert main(["pretrain", *TINY, "--train.epochs", "1", "--method.name", "jigsaw",
+                 "--run.out_dir", str(out), "--run.name", "j"]) == 0
+    return out / "j" / "checkpoints" / "last.pt"
+
+
+@pytest.mark.parametrize("argv", [["knn", "{run}"], ["linear", "{run}", "--epochs", "1"],
+                                  ["export", "{run}"]])
+def test_a_checkpoint_of_another_method_is_refused(capsys, run, jigsaw_last, tmp_path, argv):
+    """A Jigsaw last.pt copied into a SimCLR run loads (same backbone) and was reported as
+    SimCLR; the checkpoint records its method."""
+    copy = tmp_path / "r"
+    shutil.copytree(run, copy)
+    shutil.copy(jigsaw_last, copy / "checkpoints" / "last.pt")
+    before = _listing(tmp_path)
+    err = error_line(capsys, [a.replace("{run}", str(copy)) for a in argv])
+    assert "last.pt: a jigsaw checkpoint, but the run's config says method.name simclr" in err
+    assert _listing(tmp_path) == before  # no eval/ record, no export
+
+
+def test_the_knn_monitor_reports_the_k_it_used(capsys, tmp_path):
+    from selfsup.train.logging import read_jsonl
+
+    assert main(["pretrain", *TINY, "--eval.knn_every", "1", "--eval.knn_k", "100000",
+                 "--run.out_dir", str(tmp_path), "--run.name", "k"]) == 0
+    assert "k-NN k=128 " in capsys.readouterr().out  # 128 images in the memory set
+    ks = [r["knn_k"] for r in read_jsonl(tmp_path / "k" / "metrics.jsonl") if "knn_k" in r]
+    assert ks and set(ks) == {128}

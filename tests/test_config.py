@@ -75,6 +75,32 @@ def test_feature_transformation_errors(args, match):
         load_config("quickstart", args)
 
 
+def test_an_empty_section_means_no_keys_and_a_scalar_one_is_refused(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("train:\n  # epochs: 5\nmethod:\n  moco:\n")  # both null in YAML
+    assert load_config(path, ["--train.epochs", "3"]).train.epochs == 3
+    path.write_text("train: 5\n")
+    with pytest.raises(ConfigError, match=r"c.yaml: config section train must be a mapping"):
+        load_config(path, ["--train.epochs", "3"])  # once silently replaced by the override
+
+
+@pytest.mark.parametrize("optimizer,lr", [("sgd", 50.0), ("lars", 100.0), ("adamw", 1.0)])
+def test_learning_rates_up_to_the_bound_load(optimizer, lr):
+    """The bound refuses only what no recipe uses: lr 50 (which trains, see checks.MAX_LR)
+    and the bound itself load."""
+    cfg = load_config("quickstart", ["--optim.optimizer", optimizer, "--optim.lr", str(lr)])
+    assert cfg.optim.lr == lr
+
+
+def test_every_preset_is_within_the_learning_rate_bound():
+    from selfsup.config import base_lr_for
+    from selfsup.config.checks import MAX_LR
+
+    for name in preset_names():
+        cfg = load_config(name)
+        assert base_lr_for(cfg) <= MAX_LR[cfg.optim.optimizer][0] / 10, name
+
+
 def test_exponent_without_a_dot_is_a_float():
     # YAML 1.1 reads "1e-6" as a string; a float key still takes it
     assert load_config(None, ["--optim.lr", "1e-6"]).optim.lr == 1e-6

@@ -7,8 +7,10 @@ a run folder (its ``config.yaml`` and checkpoint) is all a later stage needs.
 from __future__ import annotations
 
 import inspect
+import math
 import warnings
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -18,7 +20,12 @@ from selfsup.config import Config
 from selfsup.data import ImageSet, load_dataset
 from selfsup.errors import ConfigError, DataError
 from selfsup.models import build_backbone
-from selfsup.runs import RunFolder, load_run_backbone, run_config  # noqa: F401 (their old home)
+from selfsup.runs import (  # noqa: F401 (their old home)
+    RunFolder,
+    check_writable_folder,
+    load_run_backbone,
+    run_config,
+)
 
 
 @dataclass
@@ -32,12 +39,14 @@ class Data:
     channels: int
 
 
-def _normalization(name: str, data: ImageSet) -> tuple[tuple[float, ...], tuple[float, ...]]:
+def _normalization(name: str, data: ImageSet, where: str
+                   ) -> tuple[tuple[float, ...], tuple[float, ...]]:
     base = name.removesuffix("-sample")
     if base in NORMALIZATION:
         return NORMALIZATION[base]
     if data.stats is not None:  # a packed store measured every image while packing
         mean, std = data.stats
+        check_store_stats(data, where)
         return tuple(mean), tuple(max(s, 1e-3) for s in std)  # a constant channel divides by 0
     # other unknown data: measure it on up to 10k images, in chunks (bounded memory)
     n, c = min(len(data), 10_000), data.channels
@@ -52,11 +61,43 @@ def _normalization(name: str, data: ImageSet) -> tuple[tuple[float, ...], tuple[
     return tuple(mean.tolist()), tuple(std.tolist())
 
 
+def check_store_stats(data: ImageSet, where: str) -> None:
+    """A store's recorded mean and std (``meta.json``) must be what pixels in [0, 1] can have:
+    a NaN, a negative std or a std of 0 for a channel that varies would only surface steps
+    later as a NaN loss whose hint (a lower optim.lr) points the wrong way."""
+    mean, std = data.stats
+    bad = _bad_stat("mean", mean, 1.0, data.channels) or _bad_stat("std", std, 0.5, data.channels)
+    for c in [c for c, s in enumerate(std) if s == 0] if bad is None else []:
+        # a constant channel has std 0 (kept: it normalises to 0); one that varies cannot
+        sample = data.read(slice(0, min(len(data), 256)))[:, c]
+        if sample.amin() != sample.amax():
+            bad = f"std 0 for channel {c}, whose pixels vary"
+            break
+    if bad is not None:
+        raise DataError(f"{where}: the store's meta.json has {bad}; its normalisation "
+                        "statistics are damaged, pack the store again")
+
+
+def _bad_stat(what: str, values, high: float, channels: int) -> str | None:
+    """What is wrong with one statistic's per-channel values, which must lie in [0, ``high``]
+    (0.5: the largest std that values in [0, 1] can have); None when nothing is."""
+    if len(values) != channels:
+        return f"{len(values)} {what} values for {channels} channels"
+    for c, v in enumerate(values):
+        if not (isinstance(v, (int, float)) and math.isfinite(v) and 0 <= v <= high):
+            return f"{what} {v!r} for channel {c} (must be in [0, {high:g}])"
+    return None
+
+
 def load_split(cfg: Config, split: str) -> ImageSet:
     """One split of ``cfg``'s data set; an image folder goes through its packed store."""
     d = cfg.data
     kwargs = {}
-    if d.dataset == "folder":
+    if d.dataset == "folder":  # its store is packed, or locked, in the cache: writes there
+        from selfsup.data.store import default_store_cache
+
+        cache = Path(d.cache_dir).expanduser() if d.cache_dir else default_store_cache()
+        check_writable_folder(cache, "data.cache_dir" if d.cache_dir else "the store cache")
         kwargs = dict(size=d.pack_size or d.size, store_dir=d.cache_dir,
                       pack_workers=d.pack_workers, decoder=d.decoder, progress=cfg.run.progress)
     return load_dataset(d.dataset, d.root, split=split, download=d.download, verify=d.verify,
@@ -83,7 +124,8 @@ def load_data(cfg: Config, *, need_test: bool = True) -> Data:
                               f"{', '.join(sorted(NORMALIZATION))}")
         mean, std = NORMALIZATION[d.normalization]
     else:
-        mean, std = _normalization(d.dataset, train)
+        where = d.root if d.dataset == "store" else f"data.root {d.root} (its packed store)"
+        mean, std = _normalization(d.dataset, train, str(where))
     channels = train.channels
     if len(mean) != channels:  # e.g. ImageNet statistics on a grayscale set
         raise ConfigError(f"data.normalization has {len(mean)} channels, the images {channels}")

@@ -68,6 +68,36 @@ def test_a_name_holding_a_run_gets_a_suffix(tmp_path):
     assert new_run_dir(cfg) == tmp_path / "q-4"
 
 
+def test_the_run_target_is_checked_without_writing(tmp_path):
+    """``check_run_target`` (for pretrain to call before any data is read) writes nothing,
+    even for a good target: out_dir is created only with the run folder."""
+    from selfsup.errors import ConfigError, DataError
+    from selfsup.runs import check_run_target
+
+    def cfg(*args):
+        return load_config("quickstart", ["--run.out_dir", str(tmp_path / "a" / "b"), *args])
+
+    check_run_target(cfg())
+    assert not (tmp_path / "a").exists()
+    with pytest.raises(ConfigError, match="is 256 bytes long"):
+        check_run_target(cfg("--run.name", "x" * 256))
+    (tmp_path / "a").write_text("")
+    with pytest.raises(DataError, match=r"run.out_dir .*/a/b: cannot write there \(.*/a is a"):
+        check_run_target(cfg())
+
+
+def test_a_suffix_past_the_name_limit_is_one_error(tmp_path):
+    """A 255-byte name is allowed; taken, its suffix makes 257 bytes: ENAMETOOLONG at mkdir
+    becomes one DataError, not a traceback."""
+    from selfsup.errors import DataError
+
+    name = "n" * 255
+    (tmp_path / name).mkdir()
+    cfg = load_config("quickstart", ["--run.out_dir", str(tmp_path), "--run.name", name])
+    with pytest.raises(DataError, match=r"cannot create the run folder n+-2 \(File name too"):
+        new_run_dir(cfg)
+
+
 def _finished_run(tiny_args, capsys):
     assert main(["pretrain", "--config", "quickstart", *tiny_args, "--eval.knn_every", "0",
                  "--run.name", "done"]) == 0

@@ -14,6 +14,7 @@ from selfsup.config.method_checks import (
     check_temperature,
 )
 from selfsup.config.schema import Config
+from selfsup.errors import ConfigError
 
 
 def validate(cfg: Config) -> None:
@@ -41,6 +42,7 @@ def validate(cfg: Config) -> None:
              f"optim.schedule must be warmup_cosine, step or constant, got {o.schedule!r}")
     _require(o.lr_scaling in ("linear", "sqrt", "none"),
              f"optim.lr_scaling must be linear, sqrt or none, got {o.lr_scaling!r}")
+    check_lr_bound(cfg)
     me, ft = cfg.method, cfg.method.ft
     check_temperature(me.temperature)
     check_momentum(me.moco.momentum, me.moco.momentum_schedule)
@@ -111,6 +113,32 @@ def validate(cfg: Config) -> None:
     _require(cfg.run.resume in (True, False, "auto"),
              f"run.resume must be auto, true or false, got {cfg.run.resume!r}")
     _require(t.timeout_s > 0, f"train.timeout_s must be > 0, got {t.timeout_s}")
+
+
+# The largest learning rate each optimiser takes, ten times what published recipes use at
+# their largest batches: SimCLR's LARS runs at 0.3 x 8192/256 = 9.6 (Chen et al. 2020, B.1),
+# Goyal et al.'s SGD at 0.1 x 8192/256 = 3.2; AdamW steps each weight by about lr whatever
+# the gradient's scale, and its recipes use 1e-4 to 1e-2. Above these a run does not even
+# fail: batch norm makes the loss blind to the weights' scale, so SGD at lr 1e6 and LARS at
+# 1e4 "trained" to a loss near chance (measured on quickstart, 24 steps; lr 50 no NaN either).
+MAX_LR = {"lars": (100.0, "SimCLR's LARS: 9.6 at batch 8192"),
+          "sgd": (100.0, "Goyal et al.'s SGD: 3.2 at batch 8192"),
+          "adamw": (1.0, "AdamW recipes: 1e-4 to 1e-2")}
+
+
+def check_lr_bound(cfg: Config) -> None:
+    """The learning rate the run will use (``optim.lr``, or ``optim.base_lr`` scaled by the
+    batch) is refused above :data:`MAX_LR`, naming the key the user set."""
+    o = cfg.optim
+    if o.optimizer not in MAX_LR:
+        return  # validate() names the unknown optimiser
+    (bound, usual), lr = MAX_LR[o.optimizer], base_lr_for(cfg)
+    if lr > bound:
+        what = (f"optim.lr {o.lr:g}" if o.lr is not None else
+                f"optim.base_lr {o.base_lr:g} (lr {lr:g} with {o.lr_scaling} scaling at batch "
+                f"{cfg.train.batch_size})")
+        raise ConfigError(f"{what} is above {bound:g}, the most optim.optimizer {o.optimizer} "
+                          f"takes ({usual}); a wrong exponent?")
 
 
 def base_lr_for(cfg: Config) -> float:

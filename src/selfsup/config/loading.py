@@ -124,7 +124,26 @@ def _read_yaml(name_or_path: str | Path) -> dict:
         raise ConfigError(f"{name_or_path}: invalid YAML: {str(e).splitlines()[0]}") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{name_or_path}: a config must be a YAML mapping")
+    _check_sections(data, Config, "", name_or_path)
     return data
+
+
+def _check_sections(data: dict, cls: type, prefix: str, source: str | Path) -> None:
+    """Every section of ``data`` (``train``, ``method.moco``, ...) is a mapping: ``train: 5``
+    would otherwise be replaced, silently, by the first ``--train.KEY`` override. An empty
+    section (``train:`` with every key commented out) reads as null and means no keys."""
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        if f.name not in data or not dataclasses.is_dataclass(hints[f.name]):
+            continue
+        value = data[f.name]
+        if value is None:
+            data[f.name] = {}
+        elif not isinstance(value, dict):
+            raise ConfigError(f"{source}: config section {prefix}{f.name} must be a mapping of "
+                              f"keys, got {value!r}")
+        else:
+            _check_sections(value, hints[f.name], f"{prefix}{f.name}.", source)
 
 
 def parse_overrides(pairs: list[str]) -> dict:
@@ -148,10 +167,19 @@ def parse_overrides(pairs: list[str]) -> dict:
             value = raw
         node = out
         parts = key.split(".")
-        for part in parts[:-1]:
+        for i_part, part in enumerate(parts[:-1]):
             node = node.setdefault(part, {})
+            if not isinstance(node, dict):  # --train 5 --train.epochs 3
+                _section_clash(".".join(parts[: i_part + 1]))
+        if isinstance(node.get(parts[-1]), dict):  # --train.epochs 3 --train 5
+            _section_clash(key)
         node[parts[-1]] = value
     return out
+
+
+def _section_clash(section: str):
+    raise ConfigError(f"--{section} is a section: give its keys as --{section}.KEY value, "
+                      "not a value of its own")
 
 
 def load_config(

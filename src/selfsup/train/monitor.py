@@ -25,9 +25,12 @@ def knn_monitor(backbone: nn.Module, data, transform, cfg: Config, device: torch
                                     desc=f"k-NN monitor: {name} features")
                    for name, split in (("memory", data.memory), ("test", data.test)))
     n_classes = int(max(data.memory.labels.max(), data.test.labels.max())) + 1
+    # knn_accuracy votes over every image when k exceeds the memory set: record the k used
+    # (as ``selfsup knn`` does), not a k=100000 that never happened
+    k = min(e.knn_k, len(train))
     acc = knn_accuracy(train, data.memory.labels, test, data.test.labels, n_classes,
-                       k=e.knn_k, temperature=e.knn_temperature)
-    return {"knn_top1": acc["top1"], "knn_top5": acc["top5"], "knn_k": e.knn_k,
+                       k=k, temperature=e.knn_temperature)
+    return {"knn_top1": acc["top1"], "knn_top5": acc["top5"], "knn_k": k,
             "knn_t": e.knn_temperature}
 
 
