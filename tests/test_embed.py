@@ -103,14 +103,68 @@ def test_clear_errors(run, tmp_path, monkeypatch):
     with pytest.raises(DataError, match="known data set"):
         embed(run, "no-such-set", tmp_path / "a.npy")
     (tmp_path / "file").write_text("x")
-    with pytest.raises(DataError, match="cannot create the output folder"):
+    with pytest.raises(DataError, match="cannot write the embeddings .*file is a file"):
         embed(run, "fashion-mnist-sample", tmp_path / "file" / "a.npy")
+    with pytest.raises(ConfigError, match="--device must be auto, cpu"):
+        embed(run, "fashion-mnist-sample", tmp_path / "a.npy", device="tpu")
+    with pytest.raises(DataError, match="known data set"):  # the folder is made only to write
+        embed(run, "no-such-set", tmp_path / "new" / "a.npy")
+    assert not (tmp_path / "new").exists()
     with pytest.raises(ConfigError, match="must end in"):
         embed(run, "fashion-mnist-sample", tmp_path / "a.txt")
     monkeypatch.setitem(sys.modules, "pyarrow", None)  # as if not installed
     with pytest.raises(ConfigError, match="pip install pyarrow"):
         embed(run, "fashion-mnist-sample", tmp_path / "a.parquet")
     assert not list(tmp_path.glob("a.*"))
+
+
+def test_an_existing_output_is_replaced_only_with_overwrite(run, tmp_path, capsys):
+    """Issue 23: ``X.files.txt`` (maybe the user's own) was silently replaced."""
+    mine = tmp_path / "e.files.txt"
+    mine.write_text("the user's notes\n")
+    with pytest.raises(ConfigError, match=r"e\.files\.txt: already exists; .*--overwrite"):
+        embed(run, "fashion-mnist-sample", tmp_path / "e.npy", split="test", progress=False)
+    assert mine.read_text() == "the user's notes\n" and not (tmp_path / "e.npy").exists()
+    argv = ["embed", str(run), "fashion-mnist-sample", "--split", "test", "--out",
+            str(tmp_path / "e.npy"), "--device", "cpu", "--no-progress"]
+    assert main([*argv, "--overwrite"]) == 0
+    assert len(_rows(mine)) == 400 and np.load(tmp_path / "e.npy").shape == (400, 64)
+    capsys.readouterr()
+    assert main(argv) == 2 and "already exists" in capsys.readouterr().err  # ours, too
+    assert len(_rows(mine)) == 400
+
+
+@pytest.mark.parametrize("bad", ["a\tb.png", "two\nlines.png", "cr\r.png", "ls\u2028.png"])
+def test_a_name_that_would_split_its_row_is_refused(run, tmp_path, monkeypatch, bad):
+    import selfsup.embed as embed_module
+
+    def names(images):
+        files, labels = [f"{i}.png" for i in range(len(images))], None
+        files[7] = bad
+        return files, labels
+
+    monkeypatch.setattr(embed_module, "row_names", names)
+    with pytest.raises(DataError, match=r"e\.files\.txt: the name .* holds a tab or line "
+                                        r"break .*write \.csv or \.parquet"):
+        embed(run, "fashion-mnist-sample", tmp_path / "e.npy", split="test", progress=False)
+    assert list(tmp_path.iterdir()) == []
+    # CSV quotes the name: it reads back whole
+    embed(run, "fashion-mnist-sample", tmp_path / "e.csv", split="test", progress=False)
+    with open(tmp_path / "e.csv", newline="") as f:
+        assert list(csv.reader(f))[8][0] == bad
+
+
+def test_a_failed_write_leaves_nothing(run, tmp_path, monkeypatch):
+    import errno
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(np, "save", full)
+    out = tmp_path / "new" / "deeper" / "e.npy"
+    with pytest.raises(DataError, match="e.npy: cannot write the embeddings \\(No space left"):
+        embed(run, "fashion-mnist-sample", out, split="test", progress=False)
+    assert list(tmp_path.iterdir()) == []  # no half file, no temporary, no folder we made
 
 
 def test_preprocess_takes_tensors_arrays_and_pil_images(run):

@@ -66,6 +66,51 @@ def test_bad_arguments_are_one_line(run, tmp_path):
         pictures(run, k=0)
     with pytest.raises(ConfigError, match="unknown map"):
         pictures(run, map="pca")
+    # issue 23: --k 100000 drew for ever; one t-SNE point made sklearn raise
+    with pytest.raises(ConfigError, match="--k must be <= 50 .*got 100000"):
+        pictures(run, k=100000)
+    with pytest.raises(ConfigError, match="--map-points must be >= 10 .*got 1"):
+        pictures(run, map="tsne", map_points=1)
+    with pytest.raises(ConfigError, match="--device must be auto, cpu"):
+        pictures(run, device="tpu", out_dir=tmp_path / "p")
+    assert not (tmp_path / "p").exists()
+
+
+def test_a_small_train_split_clamps_k_and_says_so(run, tmp_path, monkeypatch):
+    import selfsup.pictures as pictures_module
+
+    real = pictures_module.load_split
+
+    def five_images(cfg, split):
+        if split != "train":
+            raise DataError("no test split")  # the queries come from the train split then
+        return real(cfg, split).head(5)
+
+    monkeypatch.setattr(pictures_module, "load_split", five_images)
+    written, notes = pictures(run, queries=2, k=8, out_dir=tmp_path, progress=False)
+    assert [p.name for p in written] == ["neighbours.png"]
+    assert notes == ["k=4, not 8: the train split holds 5 images",
+                     "no 2-D map: only 5 images (a map needs 10)"]
+
+
+def test_a_failed_write_is_one_line_and_leaves_nothing(run, tmp_path, monkeypatch):
+    import errno
+    import os
+
+    from PIL import Image
+
+    save = Image.Image.save
+
+    def read_only(image, target, *args, **kwargs):  # a file on disk fails, a buffer is fine
+        if isinstance(target, (str, os.PathLike)):
+            raise OSError(errno.EROFS, "Read-only file system")
+        return save(image, target, *args, **kwargs)
+
+    monkeypatch.setattr(Image.Image, "save", read_only)
+    with pytest.raises(DataError, match=r"neighbours\.png: cannot write the picture "
+                                        r"\(Read-only file system\)"):
+        pictures(run, queries=2, k=2, map="none", out_dir=tmp_path / "p", progress=False)
+    assert list(tmp_path.iterdir()) == []  # neither the folder nor a temporary
 
 
 def test_queries_take_each_class_in_turn():

@@ -1,4 +1,5 @@
-"""The ``selfsup`` command line: the parsers of every subcommand, and the dispatch.
+"""The ``selfsup`` command line: the parsers of the pipeline's subcommands (the tools',
+pack, embed, pictures and cache, are in :mod:`selfsup.cli_tools`), and the dispatch.
 
 Every subcommand parses, then its handler in :mod:`selfsup.commands` builds
 a config, calls one stage and prints a result; a
@@ -11,7 +12,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from selfsup.commands import HANDLERS, NO_OVERRIDES
+from selfsup.cli_tools import add_tool_parsers
+from selfsup.commands import HANDLERS, NO_OVERRIDES, import_plugin
 from selfsup.errors import SelfsupError
 from selfsup.runs import LAST
 
@@ -130,55 +132,7 @@ def _parser() -> argparse.ArgumentParser:
     tr.add_argument("--stem", default=None, help="cifar | imagenet (default: the teacher's)")
     _stage_args(tr, epochs=30, weight_decay=5e-4)
 
-    pk = sub.add_parser("pack", help="decode an image folder once into a memory-mapped store",
-                        allow_abbrev=False, epilog=PACK_EPILOG,
-                        formatter_class=argparse.RawDescriptionHelpFormatter)
-    pk.add_argument("src", metavar="SRC", help="image folder: class sub-folders, flat, or "
-                    "train/ + test/ (or val/)")
-    pk.add_argument("out", metavar="OUT", help="store folder to write (new or empty; an "
-                    "interrupted pack into OUT resumes)")
-    pk.add_argument("--size", type=int, required=True,
-                    help="stored side: shorter side resized to it, centre crop (e.g. 256 to "
-                    "train at 224)")
-    pk.add_argument("--workers", type=int, default=None,
-                    help="decoding processes (default: the CPUs available)")
-    pk.add_argument("--channels", default="auto", choices=["auto", "1", "3"],
-                    help="1 (gray), 3, or auto: 1 when every image is gray")
-    pk.add_argument("--decoder", default="pil", choices=["pil", "simplejpeg"],
-                    help="JPEG decoder (simplejpeg: pip install 'selfsup[fast-jpeg]')")
-    pk.add_argument("--no-progress", action="store_true", help="no progress bar")
-
-    em = sub.add_parser("embed", help="embeddings of every image of a folder, store or data "
-                        "set, to .npy/.csv/.parquet", allow_abbrev=False, epilog=EMBED_EPILOG,
-                        formatter_class=argparse.RawDescriptionHelpFormatter)
-    em.add_argument("source", metavar="RUN_OR_EXPORT", help="a run folder or an export folder")
-    em.add_argument("data", metavar="DATA", help="an image folder, a packed store (meta.json) "
-                    "or a data set name (e.g. fashion-mnist-sample)")
-    em.add_argument("--out", required=True, metavar="FILE", help="FILE.npy (+ FILE.files.txt), "
-                    "FILE.csv or FILE.parquet (needs pyarrow)")
-    em.add_argument("--head", action="store_true", help="the projection head's z instead of "
-                    "the backbone's h (run folders)")
-    em.add_argument("--data-root", default=None, help="folder of a named data set's files")
-    em.add_argument("--split", default="train", help="train (default), test, val, ...")
-    em.add_argument("--batch-size", type=int, default=256)
-    em.add_argument("--device", default="auto", help="auto | cpu | cuda")
-    em.add_argument("--no-progress", action="store_true", help="no progress bar")
-
-    pi = sub.add_parser("pictures", help="nearest-neighbour grid and 2-D map of a run; images "
-                        "per cluster of a cluster run (PNGs into RUN/plots)", allow_abbrev=False,
-                        epilog=PICTURES_EPILOG,
-                        formatter_class=argparse.RawDescriptionHelpFormatter)
-    pi.add_argument("run", metavar="RUN", help="a run folder, or a `selfsup cluster` folder")
-    pi.add_argument("--queries", type=int, default=8, help="test images to query (default 8)")
-    pi.add_argument("--k", type=int, default=8, help="neighbours shown per query (default 8)")
-    pi.add_argument("--map", default="auto", choices=["auto", "umap", "tsne", "none"],
-                    help="2-D map: UMAP if installed, else t-SNE (scikit-learn)")
-    pi.add_argument("--map-points", type=int, default=2000, help="images on the map (2000)")
-    pi.add_argument("--per-cluster", type=int, default=10, help="images per cluster row (10)")
-    pi.add_argument("--clusters", type=int, default=20, help="largest clusters shown (20)")
-    pi.add_argument("--out", default=None, help="output folder (default RUN/plots)")
-    pi.add_argument("--device", default="auto", help="auto | cpu | cuda")
-    pi.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_tool_parsers(sub)  # pack, embed, pictures, cache
 
     sub.add_parser("presets", help="list the YAML presets shipped with selfsup")
     cf = sub.add_parser("config", help="every config key with its value and meaning",
@@ -194,28 +148,6 @@ def _parser() -> argparse.ArgumentParser:
                     help="epochs at which to draw score histograms (default 10%%, 50%%, 100%%)")
     pl.add_argument("--out", default=None, help="output folder (default FIRST_RUN/plots)")
     return p
-
-
-PICTURES_EPILOG = """Examples:
-  selfsup pictures runs/quickstart            # plots/neighbours.png, plots/map.png
-  selfsup pictures runs/cluster-quickstart-fashion-mnist-sample-k10-s0   # plots/clusters.png
-Neighbours: test queries (train when there is no test split) and their nearest train images
-by cosine of the backbone features h, with class names. Extra --section.key value pairs
-override the run's config (e.g. --data.root DIR)."""
-
-EMBED_EPILOG = """Examples:
-  selfsup embed runs/quickstart fashion-mnist-sample --split test --out test.npy
-  selfsup embed runs/photos/export ~/photos --out photos.csv
-Each image gets the run's own eval preprocessing (resized to the trained side, normalised;
-gray <-> colour matched); an image folder is packed through the store cache first.
-FILE.files.txt holds one row per image: its file (or index), a tab and its label when known."""
-
-PACK_EPILOG = """Example:
-  selfsup pack ~/photos data/photos-256 --size 256
-  selfsup pretrain --config simclr-folder --data.dataset store --data.root data/photos-256
-OUT holds meta.json (written last: the store is complete only with it), and per split
-images.u8 (uint8 N x C x S x S), labels.npy, files.txt and skipped.jsonl (files left out,
-with the reason). A folder given as --data.dataset folder is packed like this on first use."""
 
 CLUSTER_EPILOG = """Examples:
   selfsup cluster runs/simclr-big --k 100
@@ -258,25 +190,6 @@ TORCH_STAGES = ("knn", "linear", "finetune", "distill", "cluster", "transfer", "
                 "pictures", "export")
 
 
-def _import_plugin(path: str) -> None:
-    """Run a user's file of registrations (a method or backbone in one file, outside src/)."""
-    import importlib.util
-    from pathlib import Path
-
-    file = Path(path).expanduser()
-    if not file.is_file():
-        raise SelfsupError(f"--plugin {path}: no such file")
-    spec = importlib.util.spec_from_file_location(f"selfsup_plugin_{file.stem}", file)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    try:
-        spec.loader.exec_module(module)
-    except SelfsupError:
-        raise
-    except Exception as e:  # the user's code: its first line is the useful one
-        raise SelfsupError(f"--plugin {path}: {type(e).__name__}: {e}") from None
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = _parser()
     try:
@@ -293,7 +206,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     try:
         for path in args.plugin:
-            _import_plugin(path)
+            import_plugin(path)
         if args.command in TORCH_STAGES:  # pretrain sets train.num_threads itself
             import torch
 

@@ -18,6 +18,24 @@ from selfsup.errors import SelfsupError
 from selfsup.runs import RunFolder
 
 
+def import_plugin(path: str) -> None:
+    """Run a user's file of registrations (a method or backbone in one file, outside src/)."""
+    import importlib.util
+
+    file = Path(path).expanduser()
+    if not file.is_file():
+        raise SelfsupError(f"--plugin {path}: no such file")
+    spec = importlib.util.spec_from_file_location(f"selfsup_plugin_{file.stem}", file)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    try:
+        spec.loader.exec_module(module)
+    except SelfsupError:
+        raise
+    except Exception as e:  # the user's code: its first line is the useful one
+        raise SelfsupError(f"--plugin {path}: {type(e).__name__}: {e}") from None
+
+
 def _recipe(args):
     from selfsup.train.supervised import SupervisedRecipe
 
@@ -180,11 +198,18 @@ def presets(args, extra: list[str]) -> int:
 
 def plot(args, extra: list[str]) -> int:
     from selfsup.plots import plot_runs
+    from selfsup.stages.checks import check_out, write_error
 
     missing = [r for r in args.runs if not RunFolder(Path(r)).metrics.is_file()]
     if missing:
         raise SelfsupError(f"{missing[0]}: not a run folder (no metrics.jsonl)")
-    written = plot_runs(args.runs, args.out, args.epochs)
+    out = check_out(args.out or RunFolder(Path(args.runs[0])).plots, "the plots")
+    try:
+        written = plot_runs(args.runs, out, args.epochs)
+    except SelfsupError:
+        raise
+    except OSError as e:  # the disk filled up, or the folder turned read-only meanwhile
+        raise write_error(out, "the plots", e) from None
     hint = "nothing to plot (no metrics, or no matplotlib: pip install 'selfsup[plot]')"
     print("\n".join(map(str, written)) if written else hint)
     return 0
@@ -195,7 +220,8 @@ def embed(args, extra: list[str]) -> int:
 
     written, n, dim = embed(args.source, args.data, args.out, head=args.head,
                             data_root=args.data_root, split=args.split, device=args.device,
-                            batch_size=args.batch_size, progress=not args.no_progress)
+                            batch_size=args.batch_size, progress=not args.no_progress,
+                            overwrite=args.overwrite)
     print(f"{n} embeddings of dimension {dim} ({'z, head' if args.head else 'h, backbone'}): "
           f"{' + '.join(map(str, written))}")
     return 0
@@ -230,11 +256,25 @@ def pack(args, extra: list[str]) -> int:
     return 0
 
 
+def cache(args, extra: list[str]) -> int:
+    """``cache list`` and ``cache clean``: the store cache of packed image folders."""
+    from selfsup.data.cache import clean, listing
+    from selfsup.data.store import default_store_cache
+
+    folder = Path(args.dir).expanduser() if args.dir else default_store_cache()
+    if args.action == "list" and (args.all or args.older_than is not None):
+        raise SelfsupError("selfsup cache list takes no --older-than or --all (clean does)")
+    lines = (listing(folder) if args.action == "list"
+             else clean(folder, older_than=args.older_than, everything=args.all))
+    print("\n".join(lines))
+    return 0
+
+
 HANDLERS: dict[str, Callable[..., int]] = {
     "pretrain": pretrain, "knn": knn, "linear": linear, "finetune": stage, "distill": stage,
     "cluster": cluster, "transfer": transfer, "export": export, "presets": presets,
     "plot": plot, "pack": pack, "config": config, "embed": embed,
-    "pictures": pictures,
+    "pictures": pictures, "cache": cache,
 }
 # subcommands that take no --section.key overrides: extra arguments are an error
-NO_OVERRIDES = ("export", "presets", "plot", "pack", "embed")
+NO_OVERRIDES = ("export", "presets", "plot", "pack", "embed", "cache")

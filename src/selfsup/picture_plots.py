@@ -43,12 +43,21 @@ def _save(fig, path: Path) -> Path:
     """Write ``fig`` as a 256-colour PNG: a third of the bytes, no visible change here."""
     from PIL import Image
 
+    from selfsup.stages.checks import make_folder, remove_made, write_error
+
     buffer = io.BytesIO()
     fig.savefig(buffer, dpi=DPI, format="png")
     pyplot().close(fig)
-    path.parent.mkdir(parents=True, exist_ok=True)
     image = Image.open(buffer).convert("RGB").quantize(256, method=Image.Quantize.MEDIANCUT)
-    image.save(path, optimize=True)
+    made = make_folder(path.parent, "the pictures")  # one line if it cannot be made
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:  # through a temporary: a failed write leaves no half PNG (nor a folder we made)
+        image.save(tmp, format="png", optimize=True)
+        tmp.replace(path)
+    except OSError as e:
+        tmp.unlink(missing_ok=True)
+        remove_made(made)
+        raise write_error(path, "the picture", e) from None
     return path
 
 

@@ -25,8 +25,14 @@ from selfsup.errors import ConfigError, DataError
 from selfsup.experiment import load_split, resolve_device
 from selfsup.picture_plots import draw_map, draw_neighbours, draw_rows, pyplot
 from selfsup.runs import RunFolder, run_config
+from selfsup.stages.checks import check_device, check_out
 
 MAPS = ("auto", "umap", "tsne", "none")
+# Issue 23: --k 100000 drew a grid of 100000 columns for ever. Past these a figure is too wide
+# (or tall) to read anyway; fewer map points than MIN_MAP_POINTS make t-SNE refuse (its
+# perplexity must be below the number of points) and show nothing.
+MAX_GRID = {"--queries": 50, "--k": 50, "--per-cluster": 50, "--clusters": 100}
+MIN_MAP_POINTS = 10
 NO_MAP = ("no 2-D map: it needs scikit-learn for t-SNE (pip install scikit-learn, or "
           "'selfsup[maps]') or umap-learn for UMAP (pip install umap-learn)")
 
@@ -93,6 +99,8 @@ def _names(images: ImageSet, index: Tensor) -> list[str] | None:
 def _map(out: Path, title: str, feats: Tensor, groups: Tensor | None, names: list[str],
          method: str, points: int) -> tuple[list[Path], list[str]]:
     """``map.png`` of up to ``points`` images (an evenly spaced subset)."""
+    if len(feats) < MIN_MAP_POINTS:
+        return [], [f"no 2-D map: only {len(feats)} images (a map needs {MIN_MAP_POINTS})"]
     idx = torch.linspace(0, len(feats) - 1, min(points, len(feats))).round().long().unique()
     xy, how = map_2d(feats[idx].numpy(), method)
     if xy is None:
@@ -119,6 +127,8 @@ def run_pictures(run: Path, out: Path, *, queries: int, k: int, method: str, poi
     qf = mf if query_set is memory else _features(teacher, query_set, None, dev, progress)
     qi = pick_queries(query_set.labels, queries, len(query_set))
     sims, nb = nearest(qf[qi], mf, k, qi if query_set is memory else None)
+    clamped = [f"k={nb.shape[1]}, not {k}: the train split holds {len(memory)} images"
+               ] if nb.shape[1] < k else []
     qnames, nnames = _names(query_set, qi), _names(memory, nb.reshape(-1))
     title = (f"{run.name} ({cfg.method.name}, {cfg.data.dataset}): the {nb.shape[1]} nearest "
              f"train images of {len(qi)} {split} queries by cosine of the backbone features h"
@@ -132,7 +142,7 @@ def run_pictures(run: Path, out: Path, *, queries: int, k: int, method: str, poi
     maps, notes = _map(out, f"the backbone features h of {{n}} {cfg.data.dataset} train images,"
                        f" {what}\n(run {run.name}; nearby points: images the encoder finds "
                        "alike)", mf, memory.labels, memory.classes, method, points)
-    return written + maps, notes
+    return written + maps, clamped + notes
 
 
 def _layer_name(layer: str) -> str:
@@ -209,11 +219,19 @@ def pictures(path: str | Path, *, queries: int = 8, k: int = 8, map: str = "auto
                         ("--per-cluster", per_cluster), ("--clusters", max_clusters)):
         if value < 1:
             raise ConfigError(f"pictures {name} must be >= 1, got {value}")
+        if value > MAX_GRID.get(name, value):
+            raise ConfigError(f"pictures {name} must be <= {MAX_GRID[name]} (a wider grid "
+                              f"cannot be read), got {value}")
     if map not in MAPS:
         raise ConfigError(f"unknown map {map!r}; known: {', '.join(MAPS)}")
+    if map != "none" and map_points < MIN_MAP_POINTS:
+        raise ConfigError(f"pictures --map-points must be >= {MIN_MAP_POINTS} (a 2-D map of "
+                          f"fewer images shows nothing; or --map none), got {map_points}")
+    check_device(device)
     if pyplot() is None:
         raise ConfigError("pictures need matplotlib: pip install 'selfsup[plot]'")
-    out = Path(out_dir) if out_dir is not None else RunFolder(path).plots
+    out = check_out(Path(out_dir) if out_dir is not None else RunFolder(path).plots,
+                    "the pictures")  # before any feature is computed; creates nothing
     common = dict(method=map, points=map_points, device=device, progress=progress,
                   overrides=overrides)
     if (path / "cluster.json").is_file():

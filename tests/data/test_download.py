@@ -19,10 +19,20 @@ import pytest
 
 import selfsup.data.registry as registry
 from selfsup.data import FileInfo, download_file, extract_archive, load_dataset
+from selfsup.data.download import _record_file
 from selfsup.errors import DataError
 
 TEST_FILES = ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz")
 LABELS_MD5 = "bb300cfdad3c16e7a12a480ee83cd310"
+
+
+@pytest.fixture(autouse=True)
+def _data_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+                ) -> Path:
+    """selfsup's data cache (where verification records go) in a temporary folder."""
+    cache = tmp_path_factory.mktemp("data-cache")
+    monkeypatch.setenv("SELFSUP_DATA", str(cache))
+    return cache
 
 
 @dataclasses.dataclass
@@ -72,7 +82,9 @@ def test_download_file_verifies_and_records(server: Server, tmp_path: Path) -> N
                          sha256=hashlib.sha256(payload).hexdigest(), size=len(payload),
                          progress=False)
     assert dest.read_bytes() == payload
-    assert sorted(p.name for p in dest.parent.iterdir()) == ["blob.bin", "blob.bin.verified"]
+    # the record of the check is selfsup's, in its cache, not a sidecar beside the file
+    assert [p.name for p in dest.parent.iterdir()] == ["blob.bin"]
+    assert _record_file(dest).is_file()
 
 
 def test_checksum_mismatch_leaves_nothing(server: Server, tmp_path: Path) -> None:
@@ -103,9 +115,9 @@ def test_load_dataset_downloads_from_mirror(server: Server, tmp_path: Path,
     data = load_dataset("fashion-mnist", root, "test", download=True,
                         base_url=f"{server.url}/fm/")
     assert len(data) == 10000 and data.labels is not None
-    # Only the split's files, each verified once (sidecar) and moved into place.
-    assert sorted(p.name for p in root.iterdir()) == sorted(
-        [*TEST_FILES, *(n + ".verified" for n in TEST_FILES)])
+    # Only the split's files, each verified once (recorded in the cache) and moved into place.
+    assert sorted(p.name for p in root.iterdir()) == sorted(TEST_FILES)
+    assert all(_record_file(root / n).is_file() for n in TEST_FILES)
     before = len(server.requests)
     load_dataset("fashion-mnist", root, "test", download=True, base_url=f"{server.url}/fm/")
     assert len(server.requests) == before  # present files are not fetched again

@@ -14,10 +14,20 @@ from PIL import Image
 
 import selfsup.data.download as download_module
 from selfsup.data import DATASETS, default_cache_dir, load_dataset, read_idx
+from selfsup.data.download import _record_file
 from selfsup.data.registry import SAMPLE_ROOT
 from selfsup.errors import ConfigError, DataError
 
 TEST_FILES = ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz")
+
+
+@pytest.fixture(autouse=True)
+def _data_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+                ) -> Path:
+    """selfsup's data cache (where verification records go) in a temporary folder."""
+    cache = tmp_path_factory.mktemp("data-cache")
+    monkeypatch.setenv("SELFSUP_DATA", str(cache))
+    return cache
 
 
 def _copy_test_files(src: Path, dest: Path) -> Path:
@@ -97,16 +107,17 @@ def test_checksum_mismatch_names_file_and_sums(tmp_path: Path, fashion_dir: Path
                                         r"expected bb300cfdad3c16e7a12a480ee83cd310, got [0-9a-f]"):
         load_dataset("fashion-mnist", root, "test")
     assert not (root / (TEST_FILES[1] + ".verified")).exists()
+    assert not _record_file(root / TEST_FILES[1]).exists()  # a failure is never remembered
 
 
-def test_verified_sidecar_skips_rehash(tmp_path: Path, fashion_dir: Path,
-                                       monkeypatch: pytest.MonkeyPatch) -> None:
+def test_verified_record_skips_rehash(tmp_path: Path, fashion_dir: Path,
+                                      monkeypatch: pytest.MonkeyPatch) -> None:
     root = _copy_test_files(fashion_dir, tmp_path / "fm")
     load_dataset("fashion-mnist", root, "test")
-    assert all((root / (name + ".verified")).is_file() for name in TEST_FILES)
+    assert all(_record_file(root / name).is_file() for name in TEST_FILES)
 
     def no_hashing(*args: object) -> None:
-        raise AssertionError("hashed again although the sidecar matches")
+        raise AssertionError("hashed again although the record matches")
 
     monkeypatch.setattr(download_module, "_hash_file", no_hashing)
     assert len(load_dataset("fashion-mnist", root, "test")) == 10000
@@ -117,15 +128,44 @@ def test_verified_sidecar_skips_rehash(tmp_path: Path, fashion_dir: Path,
         load_dataset("fashion-mnist", root, "test")
 
 
-def test_read_only_folder_gets_no_sidecar(tmp_path: Path, fashion_dir: Path) -> None:
-    # Mode bits decide, so this holds even when the tests run as root.
-    root = _copy_test_files(fashion_dir, tmp_path / "ro")
-    root.chmod(0o555)
-    try:
-        assert len(load_dataset("fashion-mnist", root, "test")) == 10000
-        assert not list(root.glob("*.verified"))
-    finally:
-        root.chmod(0o755)
+def test_the_data_folder_is_never_written(tmp_path: Path, fashion_dir: Path,
+                                          _data_cache: Path) -> None:
+    """Issue 23 item 9: ``<file>.verified`` sidecars went into data.root; the record is kept
+    in selfsup's cache (keyed by resolved path, size and mtime) instead."""
+    root = _copy_test_files(fashion_dir, tmp_path / "fm")
+    before = sorted(p.name for p in root.iterdir())
+    assert len(load_dataset("fashion-mnist", root, "test")) == 10000
+    assert sorted(p.name for p in root.iterdir()) == before
+    records = list((_data_cache / "verified").iterdir())
+    assert len(records) == 2 and all(r.suffix == ".json" for r in records)
+
+
+def test_an_old_sidecar_is_still_read(tmp_path: Path, fashion_dir: Path,
+                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    import hashlib
+    import json
+
+    root = _copy_test_files(fashion_dir, tmp_path / "fm")
+    for name in TEST_FILES:  # as selfsup before issue 23 wrote them
+        info, data = (root / name).stat(), (root / name).read_bytes()
+        (root / (name + ".verified")).write_text(json.dumps({
+            "size": info.st_size, "mtime_ns": info.st_mtime_ns,
+            "md5": hashlib.md5(data).hexdigest(), "sha256": hashlib.sha256(data).hexdigest()}))
+
+    def no_hashing(*args: object) -> None:
+        raise AssertionError("hashed although the old sidecar matches")
+
+    monkeypatch.setattr(download_module, "_hash_file", no_hashing)
+    assert len(load_dataset("fashion-mnist", root, "test")) == 10000
+
+
+def test_an_unwritable_cache_only_costs_a_hash(tmp_path: Path, fashion_dir: Path,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "file").write_text("x")
+    monkeypatch.setenv("SELFSUP_DATA", str(tmp_path / "file" / "cache"))  # ENOTDIR
+    root = _copy_test_files(fashion_dir, tmp_path / "fm")
+    assert len(load_dataset("fashion-mnist", root, "test")) == 10000
+    assert sorted(p.name for p in root.iterdir()) == sorted(TEST_FILES)
 
 
 def test_sample_loads_and_is_small() -> None:

@@ -36,3 +36,20 @@ def test_linear_probe_fails_when_feature_extraction_changes_the_backbone(run, mo
     with pytest.raises(RuntimeError, match="backbone changed"):
         evaluate_linear(run, FAST, progress=False)
     assert not (run / "eval" / "linear-feat.json").exists()
+
+
+def test_a_read_only_run_folder_still_gives_the_number(run, monkeypatch):
+    """The record is a copy of the printed result: a run folder that cannot take it (shared
+    read-only; simulated, as root writes through chmod) warns instead of failing."""
+    import errno
+
+    from selfsup.eval.protocols import evaluate_knn
+
+    def read_only(*args, **kwargs):
+        raise OSError(errno.EROFS, "Read-only file system")
+
+    monkeypatch.setattr(protocols, "atomic_write_text", read_only)
+    with pytest.warns(UserWarning, match=r"knn-128\.json: not written \(Read-only file system"):
+        rec = evaluate_knn(run, k=500, device="cpu", progress=False)
+    assert rec["protocol"]["k"] == 128 and 0 <= rec["top1"] <= 1
+    assert not (run / "eval" / "knn-128.json").exists()

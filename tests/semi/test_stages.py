@@ -9,7 +9,7 @@ import torch
 
 from selfsup.config import load_config
 from selfsup.data.subsets import load_subset
-from selfsup.errors import ConfigError
+from selfsup.errors import ConfigError, DataError
 from selfsup.experiment import load_run_backbone
 from selfsup.semi import distill, finetune, load_classifier
 from selfsup.stages import classifier_from_pretrained, pretrained_model
@@ -122,3 +122,28 @@ def test_scratch_baseline_starts_from_random_weights(pretrained, tmp_path):
     fresh = load_run_backbone(ft)[0].state_dict()
     assert json.loads((ft / "stage.json").read_text())["scratch"] is True
     assert not torch.equal(trained["conv1.weight"], fresh["conv1.weight"])
+
+
+def test_a_checkpoint_of_another_width_is_one_error(pretrained, tmp_path):
+    """Issue 23: ``finetune --model.width 0.25`` of a w0.125 run raised torch's RuntimeError;
+    now the one line knn, export and the others give, before any folder is made."""
+    with pytest.raises(DataError, match=r"checkpoint does not fit model.backbone resnet18 "
+                                        r"w0.25 \(size mismatch for backbone"):
+        finetune(pretrained, label_fraction=0.1, recipe=FAST, overrides=["--model.width",
+                 "0.25"], out_dir=tmp_path / "ft", progress=False)
+    assert not (tmp_path / "ft").exists()
+
+
+def test_the_output_folder_is_checked_before_any_work(pretrained, tmp_path):
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(DataError, match=r"cannot write the run folder \(.*file is a file"):
+        finetune(pretrained, label_fraction=0.1, recipe=FAST, out_dir=tmp_path / "file" / "ft")
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "config.yaml.bak").write_text("the user's")  # not a run folder: never written into
+    with pytest.raises(ConfigError, match="not empty and not a selfsup run folder"):
+        finetune(pretrained, label_fraction=0.1, recipe=FAST, out_dir=mine)
+    with pytest.raises(ConfigError, match="--device must be auto, cpu"):
+        distill(pretrained, device="tpu", out_dir=tmp_path / "d")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["file", "mine"]
+    assert [p.name for p in mine.iterdir()] == ["config.yaml.bak"]

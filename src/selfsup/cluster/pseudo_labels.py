@@ -26,7 +26,8 @@ from selfsup.config import Config, DataConfig, save_config
 from selfsup.errors import ConfigError, DataError
 from selfsup.experiment import load_split, resolve_device
 from selfsup.runs import RunFolder
-from selfsup.train.checkpoint import atomic_save
+from selfsup.stages.checks import check_device, check_out, make_folder, write_error
+from selfsup.train.checkpoint import atomic_save, atomic_write_text
 
 
 def cluster_statistics(assign: Tensor, k: int, labels: Tensor | None) -> dict:
@@ -69,7 +70,8 @@ def default_name(teacher_path: str | Path, dataset: str, k: int, layer: str | No
 
 
 def _check_out(out: Path) -> None:
-    if out.is_file() or (out.is_dir() and any(out.iterdir())):
+    check_out(out, "the cluster run")  # below a file, read-only: refused, nothing created
+    if out.is_dir() and any(out.iterdir()):
         what = "a cluster run" if (out / "cluster.json").is_file() else "files"
         raise ConfigError(f"{out}: already holds {what}; pass another --out or remove it")
 
@@ -93,6 +95,7 @@ def cluster(teacher_path: str | Path, k: int, *, layer: str | None = None,
     for name, value in (("--iters", iters), ("--n-init", n_init)):  # before any features
         if value < 1:
             raise ConfigError(f"cluster {name} must be >= 1, got {value}")
+    check_device(device)
     teacher = load_teacher(teacher_path, overrides)
     label_cfg = _data_config(teacher.cfg, data, data_root)
     # the clustered set: --cluster-data, else the teacher's own, else (an export) the labelled one
@@ -119,7 +122,7 @@ def cluster(teacher_path: str | Path, k: int, *, layer: str | None = None,
         lf = layer_features(teacher, label_set.images, layer, device=dev, progress=progress)
         assign = nearest_centroids(lf, res.centroids, spherical).cpu()
     _check_out(out)  # again: another process may have written it meanwhile
-    out.mkdir(parents=True, exist_ok=True)
+    make_folder(out, "the cluster run")
     info = {
         "stage": "cluster", "selfsup_version": __version__, "teacher": str(teacher_path),
         "layer": layer or "output", "feature_dim": feats.shape[1], "k": k, "spherical": spherical,
@@ -133,14 +136,20 @@ def cluster(teacher_path: str | Path, k: int, *, layer: str | None = None,
         "clustered_stats": cluster_statistics(res.assign.cpu(), k, fit_set.labels),
         "labelled_stats": cluster_statistics(assign, k, label_set.labels),
     }
-    save_config(label_cfg, RunFolder(out).config)
+    try:
+        save_config(label_cfg, RunFolder(out).config)
+    except OSError as e:  # the disk filled up, or the folder turned read-only
+        raise write_error(RunFolder(out).config, "the cluster run", e) from None
     atomic_save({"centroids": res.centroids.cpu(), "spherical": spherical,
                  "layer": layer or "output"}, out / "centroids.pt")
     atomic_save({"labels": assign, "dataset": label_cfg.data.dataset,
                  "split": label_cfg.data.train_split, "num_images": len(label_set)},
                 out / "pseudo_labels.pt")
-    (out / "cluster.json").write_text(json.dumps(info, indent=2))
-    _plot_sizes(out, assign, k)
+    atomic_write_text(out / "cluster.json", json.dumps(info, indent=2))
+    try:
+        _plot_sizes(out, assign, k)
+    except OSError as e:  # the run is complete without its picture: one line all the same
+        raise write_error(RunFolder(out).plots, "the cluster sizes plot", e) from None
     return out
 
 

@@ -26,7 +26,14 @@ from selfsup.experiment import (
     train_augmentation,
 )
 from selfsup.models import check_backbone_name
-from selfsup.stages import Classifier, evaluate_classifier, new_stage_dir, run_stage
+from selfsup.stages import (
+    Classifier,
+    check_stage_dir,
+    evaluate_classifier,
+    new_stage_dir,
+    run_stage,
+)
+from selfsup.stages.checks import check_device
 from selfsup.stages.run import recipe_info
 from selfsup.train.supervised import SupervisedRecipe
 
@@ -43,6 +50,9 @@ def transfer(cluster_run: str | Path, *, arch: str = "resnet18", width: float = 
     cluster_run = Path(cluster_run)
     recipe = recipe or SupervisedRecipe(epochs=30, batch_size=256, lr=0.1, weight_decay=5e-4)
     check_backbone_name(arch, "target")
+    name = f"{cluster_run.name}-transfer-{arch}-w{width:g}-s{recipe.seed}"
+    out = check_stage_dir(Path(out_dir) if out_dir else cluster_run.parent / name)
+    check_device(device)
     cfg = run_config(cluster_run, overrides)
     cfg = replace(cfg, model=replace(cfg.model, backbone=arch, width=width,
                                      stem=stem or cfg.model.stem, sk_ratio=0.0))
@@ -58,8 +68,7 @@ def transfer(cluster_run: str | Path, *, arch: str = "resnet18", width: float = 
         fit = evaluate_classifier(net, data.train.images, labels, eval_augmentation(data), dev)
         return {"pseudo_label_top1": fit["top1"]}, {"pseudo_label_train_top1": fit["top1"], "k": k}
 
-    name = f"{cluster_run.name}-transfer-{arch}-w{width:g}-s{recipe.seed}"
-    out = new_stage_dir(Path(out_dir) if out_dir else cluster_run.parent / name)
+    out = new_stage_dir(out)
     stage = {"stage": "transfer", "cluster_run": str(cluster_run), "teacher": info["teacher"],
              "layer": info["layer"], "k": k, "arch": arch, "width": width, "head_layers": 0,
              "fc_in": backbone.feature_dim, "num_classes": k,

@@ -2,18 +2,21 @@
 
 A download streams into ``<dest>.part`` while hashing, checks size and checksums, and only then
 moves the file into place with :func:`os.replace`, so ``dest`` is either absent or complete and
-verified. A successful check is remembered in a ``<file>.verified`` JSON sidecar (keyed by size
-and modification time) so that loading a 30 MB file again does not hash it again.
+verified. A successful check is remembered so that loading a 30 MB file again does not hash it
+again: in selfsup's own cache (``<data cache>/verified/``, one JSON record per file, keyed by its
+resolved path, size and modification time), never beside the user's files. Issue 23 item 9:
+``<file>.verified`` sidecars were written into ``data.root``; those older sidecars are still
+read, never written.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import http.client
 import json
 import os
 import shutil
-import stat
 import tarfile
 import tempfile
 import urllib.request
@@ -41,51 +44,62 @@ def _hash_file(path: Path, algorithms: list[str]) -> dict[str, str]:
     return {algo: h.hexdigest() for algo, h in hashes.items()}
 
 
-def _sidecar(path: Path) -> Path:
-    return path.with_name(path.name + ".verified")
+def default_cache_dir() -> Path:
+    """Where downloads go when no root is given: ``$SELFSUP_DATA`` or ``~/.cache/selfsup/data``."""
+    return Path(os.environ.get("SELFSUP_DATA") or Path.home() / ".cache" / "selfsup" / "data")
 
 
-def _remembered(path: Path, info: os.stat_result, expected: dict[str, str]) -> bool:
-    """Whether the sidecar says this very file (same size and mtime) matched these sums."""
-    try:
-        record = json.loads(_sidecar(path).read_text())
-    except (OSError, ValueError):
-        return False
-    return (record.get("size") == info.st_size and record.get("mtime_ns") == info.st_mtime_ns
+def _record_file(path: Path) -> Path:
+    """The cache's record of ``path``: named by a hash of its resolved path (no user's name,
+    whatever its characters, becomes a file name here)."""
+    key = hashlib.sha256(str(path.resolve()).encode("utf-8", "surrogateescape")).hexdigest()
+    return default_cache_dir() / "verified" / f"{key[:32]}.json"
+
+
+def _matches(record: object, path: Path | None, info: os.stat_result,
+             expected: dict[str, str]) -> bool:
+    return (isinstance(record, dict) and (path is None or record.get("path") == str(path))
+            and record.get("size") == info.st_size and record.get("mtime_ns") == info.st_mtime_ns
             and all(record.get(algo) == value for algo, value in expected.items()))
 
 
-def _writable(folder: Path) -> bool:
-    """Whether we may add files to ``folder``. root passes ``os.access`` everywhere, so the mode
-    bits count too: a folder marked read-only (like a shared data set) is left untouched."""
+def _read_json(path: Path) -> object:
     try:
-        mode = folder.stat().st_mode
-    except OSError:
-        return False
-    return bool(mode & (stat.S_IWUSR | stat.S_IWGRP | stat.S_IWOTH)) \
-        and os.access(folder, os.W_OK)
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _remembered(path: Path, info: os.stat_result, expected: dict[str, str]) -> bool:
+    """Whether the cache (or an old ``<file>.verified`` sidecar) says this very file (same
+    resolved path, size and mtime) matched these sums."""
+    if _matches(_read_json(_record_file(path)), path.resolve(), info, expected):
+        return True
+    return _matches(_read_json(path.with_name(path.name + ".verified")), None, info, expected)
 
 
 def _remember(path: Path, digests: dict[str, str]) -> None:
-    """Write the sidecar when the folder is writable; a read-only data folder is fine."""
-    if not _writable(path.parent):
-        return
-    info = path.stat()
-    record = {"size": info.st_size, "mtime_ns": info.st_mtime_ns, **digests}
-    tmp = _sidecar(path).with_suffix(f".{os.getpid()}.tmp")
+    """Record a success in the cache; an unwritable cache only costs a hash next time."""
+    record_file = _record_file(path)
+    tmp = record_file.with_name(f".{record_file.name}.{os.getpid()}.tmp")
     try:
+        info = path.stat()
+        record = {"path": str(path.resolve()), "size": info.st_size,
+                  "mtime_ns": info.st_mtime_ns, **digests}
+        record_file.parent.mkdir(parents=True, exist_ok=True)
         tmp.write_text(json.dumps(record))
-        os.replace(tmp, _sidecar(path))
+        os.replace(tmp, record_file)
     except OSError:
-        tmp.unlink(missing_ok=True)  # a cache only: failing to write it must not fail the load
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)  # a cache only: failing to write it must not fail a load
 
 
 def verify_file(path: str | Path, *, md5: str | None = None, sha256: str | None = None,
                 size: int | None = None, remember: bool = True) -> None:
     """Raise DataError unless ``path`` has this size and these checksums (the known ones).
 
-    With ``remember``, a success is recorded in the ``<file>.verified`` sidecar (writable
-    folders only) and a matching record skips the hashing next time.
+    With ``remember``, a success is recorded in selfsup's cache (never beside the file) and a
+    matching record skips the hashing next time.
     """
     path = Path(path)
     try:

@@ -8,7 +8,6 @@ it gets a warning instead, and its structure is still checked by the reader.
 from __future__ import annotations
 
 import json
-import os
 import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -17,7 +16,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from selfsup.data.download import download_file, extract_archive, verify_file
+from selfsup.data.download import default_cache_dir, download_file, extract_archive, verify_file
 from selfsup.data.sources import (
     ImageSet,
     locate_data_folder,
@@ -104,11 +103,6 @@ DATASETS: dict[str, DatasetInfo] = {info.name: info for info in (
     DatasetInfo("folder", "folder", {}),  # packed once into a store: train (+ test/val)
     DatasetInfo("store", "store", {}),  # a store written by `selfsup pack`
 )}
-
-
-def default_cache_dir() -> Path:
-    """Where downloads go when no root is given: ``$SELFSUP_DATA`` or ``~/.cache/selfsup/data``."""
-    return Path(os.environ.get("SELFSUP_DATA") or Path.home() / ".cache" / "selfsup" / "data")
 
 
 def _present(folder: Path, name: str) -> Path | None:
@@ -236,7 +230,7 @@ def load_dataset(name: str, root: str | Path | None = None, split: str = "train"
         cache_dir: default parent of root; default :func:`default_cache_dir`.
         size: output side in pixels (resizes); for ``folder``: the packed side (shorter side
             resized, centre crop; None: :func:`selfsup.data.pack.auto_size`).
-        verify: checksum official files (results cached in ``<file>.verified``); a file of
+        verify: checksum official files (results cached in ``<data cache>/verified``); a file of
             another size than the official one is an error, or a warning with ``"warn"``
             (partial copies such as the CIFAR-10 first-1000 subset); False checks nothing.
         base_url: replaces the official URL prefix, e.g. a local mirror.

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+import warnings
 from pathlib import Path
 
 import torch
@@ -18,11 +19,14 @@ from selfsup.eval.knn import knn_accuracy
 from selfsup.eval.linear import linear_probe
 from selfsup.experiment import eval_augmentation, load_data, resolve_device
 from selfsup.runs import LAST, RunFolder, load_run_backbone
+from selfsup.stages.checks import check_device
+from selfsup.train.checkpoint import atomic_write_text
 from selfsup.train.supervised import SupervisedRecipe
 
 
 def _load(run_dir, overrides, checkpoint, device):
     """The run's backbone on the evaluation device, its config, checkpoint metadata and data."""
+    check_device(device)
     backbone, cfg, meta = load_run_backbone(run_dir, _cfg(run_dir, overrides), checkpoint)
     data = load_data(cfg)
     if data.test is None or data.memory.labels is None or data.test.labels is None:
@@ -60,8 +64,13 @@ def _record(run_dir, cfg, meta, data, protocol: dict, result: dict, name: str) -
         "test_images": len(data.test), "protocol": protocol, **result,
     }
     out = RunFolder(Path(run_dir)).eval_file(name)
-    out.parent.mkdir(exist_ok=True)
-    out.write_text(json.dumps(rec, indent=2))
+    try:
+        out.parent.mkdir(exist_ok=True)
+        atomic_write_text(out, json.dumps(rec, indent=2))
+    except OSError as e:  # a run folder shared read-only: the number is still worth printing
+        reason = e.strerror or str(e)
+        warnings.warn(f"{out}: not written ({reason}); the record is printed only",
+                      UserWarning, stacklevel=3)
     return rec
 
 

@@ -24,11 +24,13 @@ from selfsup.models import check_backbone_name
 from selfsup.runs import RunFolder
 from selfsup.stages import (
     Classifier,
+    check_stage_dir,
     finetune_augmentation,
     load_classifier,
     new_stage_dir,
     run_stage,
 )
+from selfsup.stages.checks import check_device
 from selfsup.stages.run import accuracy_on_test, recipe_info
 from selfsup.train.supervised import SupervisedRecipe
 
@@ -50,6 +52,9 @@ def distill(teacher_run: str | Path, *, student: str = "resnet18", student_width
         raise ConfigError(f"distillation temperature must be > 0, got {temperature}")
     if not 0.0 <= alpha <= 1.0:
         raise ConfigError(f"distillation alpha must be in [0, 1], got {alpha}")
+    name = f"{teacher_run.name}-distill-{student}-w{student_width:g}-s{recipe.seed}"
+    out = check_stage_dir(Path(out_dir) if out_dir else teacher_run.parent / name)
+    check_device(device)
     teacher, cfg, _ = load_classifier(teacher_run, overrides)
     data = load_data(cfg)
     train = data.memory
@@ -86,8 +91,7 @@ def distill(teacher_run: str | Path, *, student: str = "resnet18", student_width
         return res, {**{f"test_{k}": v for k, v in res.items()},
                      **{f"teacher_test_{k}": v for k, v in t_res.items()}}
 
-    name = f"{teacher_run.name}-distill-{student}-w{student_width:g}-s{recipe.seed}"
-    out = new_stage_dir(Path(out_dir) if out_dir else teacher_run.parent / name)
+    out = new_stage_dir(out)
     info = {"stage": "distill", "teacher_run": str(teacher_run), "student": student,
             "student_width": student_width, "head_layers": 0, "fc_in": backbone.feature_dim,
             "num_classes": teacher.num_classes, "temperature": temperature, "alpha": alpha,

@@ -19,6 +19,7 @@ from selfsup.errors import ConfigError
 from selfsup.experiment import load_data, resolve_device
 from selfsup.runs import RunFolder
 from selfsup.stages import (
+    check_stage_dir,
     classifier_from_pretrained,
     finetune_augmentation,
     fresh_model,
@@ -26,6 +27,7 @@ from selfsup.stages import (
     pretrained_model,
     run_stage,
 )
+from selfsup.stages.checks import check_device
 from selfsup.stages.run import accuracy_on_test, recipe_info
 from selfsup.train.supervised import SupervisedRecipe
 
@@ -57,6 +59,11 @@ def finetune(run_dir: str | Path, *, label_fraction: float | None = None,
         raise ConfigError("give one of --label-fraction, --per-class or --subset")
     if label_fraction is not None and not 0.0 < label_fraction <= 1.0:
         raise ConfigError(f"label fraction must be in (0, 1], got {label_fraction}")
+    tag = _subset_tag(label_fraction, per_class, subset_file)
+    name = f"{run_dir.name}-{'scratch' if scratch else 'finetune'}-{tag}-k{head_layer}-s" \
+        f"{recipe.seed}"
+    out = check_stage_dir(Path(out_dir) if out_dir else run_dir.parent / name)  # creates none
+    check_device(device)
     model, cfg, ckpt = pretrained_model(run_dir, overrides)
     if scratch:  # the same architecture, randomly initialised
         torch.manual_seed(recipe.seed)
@@ -72,10 +79,7 @@ def finetune(run_dir: str | Path, *, label_fraction: float | None = None,
         idx = class_balanced_subset(train.labels, label_fraction, per_class, seed=subset_seed)
     num_classes = int(train.labels.max()) + 1
     net = classifier_from_pretrained(model, head_layer, num_classes)
-    tag = _subset_tag(label_fraction, per_class, subset_file)
-    stage = "scratch" if scratch else "finetune"
-    name = f"{run_dir.name}-{stage}-{tag}-k{head_layer}-s{recipe.seed}"
-    out = new_stage_dir(Path(out_dir) if out_dir else run_dir.parent / name)
+    out = new_stage_dir(out)
     save_subset(idx, RunFolder(out).subset)
     dev = resolve_device(device)
     net.to(dev)

@@ -17,10 +17,17 @@ from selfsup.stages.classifier import (
     pretrained_model,
     stage_info,
 )
-from selfsup.stages.run import finetune_augmentation, new_stage_dir, run_stage, write_stage
+from selfsup.stages.run import (
+    check_stage_dir,
+    finetune_augmentation,
+    new_stage_dir,
+    run_stage,
+    write_stage,
+)
 
 __all__ = [
-    "Classifier", "Encoder", "classifier_from_pretrained", "evaluate_classifier",
+    "Classifier", "Encoder", "check_stage_dir", "classifier_from_pretrained",
+    "evaluate_classifier",
     "finetune_augmentation", "fresh_model", "load_classifier", "new_stage_dir",
     "pretrained_model", "run_stage", "stage_info", "write_stage",
 ]

@@ -73,8 +73,22 @@ def pretrained_model(run_dir: str | Path, overrides: list[str] | None = None
     ckpt = load_checkpoint(RunFolder(run_dir).checkpoint())
     torch.manual_seed(0)  # any init: every parameter is overwritten below
     model = build_method(cfg, make_backbone(cfg, int(ckpt.get("in_channels", 3))))
-    model.load_state_dict(ckpt["model"])
+    load_weights(model, ckpt["model"], run_dir, cfg)
     return model, cfg, ckpt
+
+
+def load_weights(net: nn.Module, state: dict, run_dir: Path, cfg: Config) -> None:
+    """``net.load_state_dict(state)``, or the one-line error that ``knn``, ``export`` and
+    every stage reading a backbone give (:func:`selfsup.runs.load_run_backbone`) when an
+    override (``--model.width``, ``--method.name``, ...) built another network."""
+    try:
+        net.load_state_dict(state)
+    except RuntimeError as e:
+        lines = [x.strip() for x in str(e).splitlines()]
+        detail = next((x for x in lines if "size mismatch" in x), lines[1] if len(lines) > 1
+                      else str(e))
+        raise DataError(f"{run_dir}: checkpoint does not fit model.backbone "
+                        f"{cfg.model.backbone} w{cfg.model.width:g} ({detail[:200]})") from None
 
 
 def fresh_model(model: nn.Module, cfg: Config, in_channels: int) -> nn.Module:
@@ -101,7 +115,7 @@ def load_classifier(run_dir: str | Path, overrides: list[str] | None = None
     if info["head_layers"]:  # the kept blocks of the pretraining head, rebuilt from its config
         head = nn.Sequential(*build_method(cfg, backbone).head.layers[: info["head_layers"]])
     net = Classifier(backbone, head, info["fc_in"], info["num_classes"])
-    net.load_state_dict(ckpt["model"])
+    load_weights(net, ckpt["model"], run_dir, cfg)
     return net.eval(), cfg, info
 
 

@@ -29,6 +29,7 @@ from selfsup.data.loader import place_images
 from selfsup.errors import ConfigError
 from selfsup.experiment import Data, eval_augmentation, input_spec
 from selfsup.runs import RunFolder
+from selfsup.stages.checks import check_out, make_folder, write_error
 from selfsup.stages.classifier import Classifier, evaluate_classifier
 from selfsup.train.checkpoint import atomic_save, atomic_write_text
 from selfsup.train.logging import MetricsLogger
@@ -57,10 +58,25 @@ def accuracy_on_test(net: nn.Module, data: Data, device: torch.device) -> dict:
     return evaluate_classifier(net, test.images, test.labels, eval_augmentation(data), device)
 
 
+def check_stage_dir(path: str | Path) -> Path:
+    """Refuse, before the model and data are loaded and creating nothing, an output run
+    folder that cannot be written or holds what a stage must not overwrite: a finished run,
+    or a folder of files that is no selfsup run (its config.yaml would be replaced)."""
+    run = RunFolder(check_out(path, "the run folder"))
+    if run.summary.exists():
+        raise ConfigError(f"{run.path}: already holds a finished run; pass another --out")
+    ours = run.config.is_file() or run.stage.is_file() or run.checkpoints.is_dir()
+    if run.path.is_dir() and not ours and any(run.path.iterdir()):
+        raise ConfigError(f"{run.path}: not empty and not a selfsup run folder; pass another "
+                          "--out")
+    return run.path
+
+
 def new_stage_dir(path: Path) -> Path:
-    if RunFolder(path).summary.exists():
-        raise ConfigError(f"{path}: already holds a finished run; pass another --out")
-    RunFolder(path).checkpoints.mkdir(parents=True, exist_ok=True)
+    """Create the checked run folder (checked again: another process may have finished a run
+    there meanwhile)."""
+    path = check_stage_dir(path)
+    make_folder(RunFolder(path).checkpoints, "the run folder")
     return path
 
 
@@ -69,7 +85,10 @@ def write_stage(out: Path, net: Classifier, cfg: Config, info: dict, in_channels
     """config.yaml, stage.json, the checkpoint (atomic) and summary.json of a stage run;
     ``spec`` is the input the network takes (:func:`selfsup.experiment.input_spec`)."""
     run = RunFolder(out)
-    save_config(cfg, run.config)
+    try:
+        save_config(cfg, run.config)
+    except OSError as e:  # a full disk or a folder turned read-only: one line
+        raise write_error(run.config, "the run's config", e) from None
     atomic_write_text(run.stage, json.dumps(info, indent=2))
     state = {k: v.detach().cpu() for k, v in net.state_dict().items()}
     extra = {"input": spec} if spec is not None else {}
