@@ -544,3 +544,121 @@ def test_the_knn_monitor_reports_the_k_it_used(capsys, tmp_path):
     assert "k-NN k=128 " in capsys.readouterr().out  # 128 images in the memory set
     ks = [r["knn_k"] for r in read_jsonl(tmp_path / "k" / "metrics.jsonl") if "knn_k" in r]
     assert ks and set(ks) == {128}
+
+
+# --- Stage outputs that cannot be written; stage arguments once taken silently -------------
+# (issue 23 items 5, 8, 9: pictures, embed, finetune, distill, transfer, cluster, plot,
+# export, pack --workers, cache). The tests run as root, which chmod does not stop, so the
+# read-only folder {ro} is simulated as a read-only mount behaves: os.access says no (it
+# does so to root as well there), and every mkdir or open for writing below it fails with
+# EROFS. {file} is real: a path below a regular file (ENOTDIR).
+
+
+def _stage_tree(*roots: Path) -> list[tuple[str, int]]:
+    return sorted((str(p), p.stat().st_size if p.is_file() else -1)
+                  for r in roots for p in r.rglob("*"))
+
+
+@pytest.fixture
+def stage_places(tmp_path, monkeypatch) -> dict[str, str]:
+    import builtins
+    import errno
+    import io
+
+    (tmp_path / "file").write_text("x")
+    (tmp_path / "mine.files.txt").write_text("the user's own file\n")
+    ro = tmp_path / "ro"
+    ro.mkdir()
+
+    def below(path) -> bool:
+        if isinstance(path, int):
+            return False
+        p = Path(os.fsdecode(path)).absolute()
+        return p == ro or ro in p.parents
+
+    def erofs(path):
+        return OSError(errno.EROFS, "Read-only file system", os.fsdecode(path))
+
+    real_access, real_mkdir, real_os_open, real_open = os.access, os.mkdir, os.open, io.open
+
+    def access(path, mode, *args, **kwargs):
+        return False if below(path) and mode & os.W_OK else real_access(path, mode, *args,
+                                                                        **kwargs)
+
+    def mkdir(path, *args, **kwargs):
+        if below(path):
+            raise erofs(path)
+        return real_mkdir(path, *args, **kwargs)
+
+    def os_open(path, flags, *args, **kwargs):
+        if below(path) and flags & (os.O_WRONLY | os.O_RDWR | os.O_CREAT):
+            raise erofs(path)
+        return real_os_open(path, flags, *args, **kwargs)
+
+    def open_(file, mode="r", *args, **kwargs):
+        if below(file) and any(c in mode for c in "wax+"):
+            raise erofs(file)
+        return real_open(file, mode, *args, **kwargs)
+
+    for module, name, fake in ((os, "access", access), (os, "mkdir", mkdir),
+                               (os, "open", os_open), (io, "open", open_),
+                               (builtins, "open", open_)):
+        monkeypatch.setattr(module, name, fake)
+    return {"{tmp}": str(tmp_path), "{ro}": str(ro), "{file}": str(tmp_path / "file")}
+
+
+EMBED = ["embed", "{run}", "fashion-mnist-sample", "--no-progress"]
+FINETUNE = ["finetune", "{run}", "--label-fraction", "0.1", "--no-progress"]
+
+STAGE_OUTPUTS = [
+    (["pictures", "{run}", "--out", "{ro}/p"], "p: cannot write the pictures ({ro} is not "
+     "writable)"),
+    (["pictures", "{run}", "--out", "{file}/p"], "({file} is a file, not a folder)"),
+    (["pictures", "{run}", "--out", "{file}"], "cannot write the pictures (it exists and is not "
+     "a folder)"),
+    (["pictures", "{run}", "--k", "100000", "--out", "{tmp}/p"], "pictures --k must be <= 50"),
+    (["pictures", "{run}", "--map", "tsne", "--map-points", "1", "--out", "{tmp}/p"],
+     "pictures --map-points must be >= 10"),
+    (["pictures", "{run}", "--device", "tpu", "--out", "{tmp}/p"],
+     "--device must be auto, cpu, cuda, cuda:N or mps, got 'tpu'"),
+    ([*EMBED, "--out", "{ro}/e.npy"], "e.npy: cannot write the embeddings ({ro} is not "
+     "writable)"),
+    ([*EMBED, "--out", "{file}/e.npy"], "({file} is a file, not a folder)"),
+    ([*EMBED, "--out", "{tmp}/e.npy", "--device", "tpu"], "got 'tpu'"),
+    ([*EMBED, "--out", "{tmp}/mine.npy"], "mine.files.txt: already exists; selfsup replaces "
+     "a file only with --overwrite"),
+    ([*FINETUNE, "--model.width", "0.25", "--out", "{tmp}/ft"],
+     "checkpoint does not fit model.backbone resnet18 w0.25 (size mismatch"),
+    ([*FINETUNE, "--out", "{ro}/ft"], "cannot write the run folder ({ro} is not writable)"),
+    ([*FINETUNE, "--out", "{file}/ft"], "cannot write the run folder ({file} is a file"),
+    (["distill", "--teacher", "{run}", "--out", "{file}/d"], "({file} is a file, not a folder)"),
+    (["transfer", "{run}", "--out", "{ro}/t"], "cannot write the run folder ({ro} is not"),
+    (["cluster", "{run}", "--k", "4", "--out", "{ro}/c"], "c: cannot write the cluster run "
+     "({ro} is not writable)"),
+    (["cluster", "{run}", "--k", "4", "--out", "{file}/c"], "({file} is a file, not a folder)"),
+    (["cluster", "{run}", "--k", "4", "--device", "tpu", "--out", "{tmp}/c"], "got 'tpu'"),
+    (["plot", "{run}", "--out", "{ro}/p"], "cannot write the plots ({ro} is not writable)"),
+    (["plot", "{run}", "--out", "{file}"], "cannot write the plots (it exists and is not a "
+     "folder)"),
+    (["export", "{run}", "--out", "{ro}/x"], "cannot write the export (Read-only file system)"),
+    (["pack", "{tmp}", "{tmp}/store", "--size", "16", "--workers", "-1"],
+     "argument --workers: must be >= 0, got -1"),
+    (["cache", "clean", "--older-than", "-1", "--dir", "{tmp}/c"],
+     "argument --older-than: must be a finite number >= 0, got -1"),
+    (["knn", "{run}", "--device", "tpu"], "got 'tpu'"),
+]
+
+
+@pytest.mark.parametrize("argv,needle", STAGE_OUTPUTS)
+def test_stage_outputs_that_cannot_be_written(capsys, run, stage_places, argv, needle):
+    def fill(text: str) -> str:
+        for key, value in {"{run}": str(run), **stage_places}.items():
+            text = text.replace(key, value)
+        return text
+
+    tmp = Path(stage_places["{tmp}"])
+    before = _stage_tree(tmp, run)
+    err = error_line(capsys, [fill(a) for a in argv])
+    assert fill(needle) in err
+    assert _stage_tree(tmp, run) == before  # nothing created, nothing replaced
+    assert (tmp / "mine.files.txt").read_text() == "the user's own file\n"
