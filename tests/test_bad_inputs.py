@@ -523,7 +523,8 @@ def jigsaw_last(tmp_path_factory):
 
 
 @pytest.mark.parametrize("argv", [["knn", "{run}"], ["linear", "{run}", "--epochs", "1"],
-                                  ["export", "{run}"]])
+                                  ["export", "{run}"],
+                                  ["finetune", "{run}", "--per-class", "2", "--epochs", "1"]])
 def test_a_checkpoint_of_another_method_is_refused(capsys, run, jigsaw_last, tmp_path, argv):
     """A Jigsaw last.pt copied into a SimCLR run loads (same backbone) and was reported as
     SimCLR; the checkpoint records its method."""

@@ -19,7 +19,7 @@ from selfsup.config import Config
 from selfsup.errors import ConfigError, DataError
 from selfsup.experiment import make_backbone
 from selfsup.methods import build_method
-from selfsup.runs import RunFolder, load_run_backbone, run_config
+from selfsup.runs import RunFolder, check_checkpoint_method, load_run_backbone, run_config
 from selfsup.train.checkpoint import load_checkpoint
 
 
@@ -71,6 +71,7 @@ def pretrained_model(run_dir: str | Path, overrides: list[str] | None = None
         backbone, cfg, meta = load_run_backbone(run_dir, cfg)
         return Encoder(backbone.train()), cfg, meta
     ckpt = load_checkpoint(RunFolder(run_dir).checkpoint())
+    check_checkpoint_method(ckpt, cfg, RunFolder(run_dir).checkpoint())
     torch.manual_seed(0)  # any init: every parameter is overwritten below
     model = build_method(cfg, make_backbone(cfg, int(ckpt.get("in_channels", 3))))
     load_weights(model, ckpt["model"], run_dir, cfg)
