@@ -55,3 +55,13 @@ def write_idx(path: Path, array: np.ndarray, *, type_byte: int = 0x08, gz: bool 
 def idx_writer() -> Callable[..., Path]:
     """:func:`write_idx`, as a fixture so test modules need not import this conftest."""
     return write_idx
+
+
+@pytest.fixture(autouse=True)
+def data_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+               ) -> Path:
+    """selfsup's data cache (where verification records go) in a temporary folder, for every
+    data test: none writes into the user's ``~/.cache``."""
+    cache = tmp_path_factory.mktemp("data-cache")
+    monkeypatch.setenv("SELFSUP_DATA", str(cache))
+    return cache

@@ -26,15 +26,6 @@ TEST_FILES = ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz")
 LABELS_MD5 = "bb300cfdad3c16e7a12a480ee83cd310"
 
 
-@pytest.fixture(autouse=True)
-def _data_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
-                ) -> Path:
-    """selfsup's data cache (where verification records go) in a temporary folder."""
-    cache = tmp_path_factory.mktemp("data-cache")
-    monkeypatch.setenv("SELFSUP_DATA", str(cache))
-    return cache
-
-
 @dataclasses.dataclass
 class Server:
     root: Path  # the folder served

@@ -21,15 +21,6 @@ from selfsup.errors import ConfigError, DataError
 TEST_FILES = ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz")
 
 
-@pytest.fixture(autouse=True)
-def _data_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
-                ) -> Path:
-    """selfsup's data cache (where verification records go) in a temporary folder."""
-    cache = tmp_path_factory.mktemp("data-cache")
-    monkeypatch.setenv("SELFSUP_DATA", str(cache))
-    return cache
-
-
 def _copy_test_files(src: Path, dest: Path) -> Path:
     """A private copy of the Fashion-MNIST test files (copies, not links: tests change mtimes)."""
     dest.mkdir(parents=True, exist_ok=True)
@@ -129,14 +120,14 @@ def test_verified_record_skips_rehash(tmp_path: Path, fashion_dir: Path,
 
 
 def test_the_data_folder_is_never_written(tmp_path: Path, fashion_dir: Path,
-                                          _data_cache: Path) -> None:
+                                          data_cache: Path) -> None:
     """Issue 23 item 9: ``<file>.verified`` sidecars went into data.root; the record is kept
     in selfsup's cache (keyed by resolved path, size and mtime) instead."""
     root = _copy_test_files(fashion_dir, tmp_path / "fm")
     before = sorted(p.name for p in root.iterdir())
     assert len(load_dataset("fashion-mnist", root, "test")) == 10000
     assert sorted(p.name for p in root.iterdir()) == before
-    records = list((_data_cache / "verified").iterdir())
+    records = list((data_cache / "verified").iterdir())
     assert len(records) == 2 and all(r.suffix == ".json" for r in records)
 
 
