@@ -8,6 +8,7 @@ runs under ``torchrun`` and in a notebook.
 from __future__ import annotations
 
 import os
+from contextlib import contextmanager
 from datetime import timedelta
 
 import torch
@@ -74,13 +75,21 @@ def gather(x: Tensor) -> Tensor:
     return torch.cat(out, dim=0)
 
 
-def init_distributed(device: torch.device, timeout_s: float = 1800.0) -> torch.device:
+# How long a collective waits for a peer where the ranks may drift apart for long: rank 0
+# writing a checkpoint or the summary alone, the k-NN monitor, an uneven first step
+# (torch.compile, cold caches). The old single default, which none of them was seen to reach;
+# a stuck rank in the training steps is caught by the short train.timeout_s instead.
+PATIENT_S = 1800.0
+
+
+def init_distributed(device: torch.device, timeout_s: float = PATIENT_S) -> torch.device:
     """Join the process group that ``torchrun`` describes in the environment.
 
     Returns this rank's device: ``cuda:LOCAL_RANK`` on CUDA (NCCL), the CPU
     otherwise (gloo). Without torchrun's variables it does nothing, so a
     single process needs no process group. A collective that waits longer
-    than ``timeout_s`` for a peer fails instead of hanging forever.
+    than ``timeout_s`` for a peer fails instead of hanging forever
+    (:class:`CollectiveTimeouts` shortens it for the training steps).
     """
     if not launched_by_torchrun() or is_distributed():
         return device
@@ -99,6 +108,74 @@ def init_distributed(device: torch.device, timeout_s: float = 1800.0) -> torch.d
     else:
         dist.init_process_group("gloo", **kwargs)
     return device
+
+
+def _set_pg_timeout():
+    from torch.distributed import distributed_c10d as c10d
+
+    return getattr(c10d, "_set_pg_timeout", None)  # torch >= 2.3, gloo and NCCL
+
+
+def set_collective_timeout(seconds: float) -> None:
+    """Collectives this rank starts from now on fail after waiting ``seconds`` for a peer
+    (without torch's ``_set_pg_timeout`` the group keeps the timeout it was made with)."""
+    setter = _set_pg_timeout()
+    if world_size() > 1 and setter is not None:
+        setter(timedelta(seconds=seconds))
+
+
+class CollectiveTimeouts:
+    """A short bound for the training steps, a patient one where the ranks may drift apart.
+
+    A stopped rank is noticed by the others in their next collective. In the steps every rank
+    does the same work, so ``steps_s`` (``train.timeout_s``) can be short and a stuck job ends
+    within minutes. Elsewhere one rank may work alone for long (rank 0 writes a checkpoint,
+    the summary, the plots) or the ranks may end a first step minutes apart (compilation):
+    there collectives wait ``patient_s``, and :meth:`uneven` ends with a barrier, so the rank
+    done first waits there, patiently, instead of in the next step's collective. ``now`` is
+    the bound in force.
+    """
+
+    def __init__(self, steps_s: float, patient_s: float = PATIENT_S) -> None:
+        self.steps_s, self.patient_s = steps_s, max(steps_s, patient_s)
+        # the group is made patient and shortened for the steps; a torch that cannot change
+        # a group's timeout gets the short one throughout (a slow phase may then fail)
+        self.initial_s = self.patient_s if _set_pg_timeout() else steps_s
+        self.now = self.initial_s
+
+    def _set(self, seconds: float) -> None:
+        if _set_pg_timeout():
+            set_collective_timeout(seconds)
+            self.now = seconds
+
+    @contextmanager
+    def steps(self):
+        """Inside: collectives fail after ``steps_s``; on leaving, ``patient_s`` again."""
+        self._set(self.steps_s)
+        try:
+            yield
+        finally:
+            self._set(self.patient_s)
+
+    @contextmanager
+    def uneven(self, on: bool = True):
+        """Inside :meth:`steps`: a phase the ranks may end far apart (when ``on``), then a
+        barrier, both bounded by ``patient_s``; then ``steps_s`` again."""
+        if not on:
+            yield
+            return
+        self._set(self.patient_s)
+        yield  # an exception leaves the patient bound: the run is ending
+        barrier()
+        self._set(self.steps_s)
+
+
+def leave_broken_group() -> None:
+    """Tear down a gloo group that lost a peer, so the process ends with its error: left to
+    the interpreter's exit, gloo aborted it ("terminate called without an active exception",
+    exit -6, torch 2.13). NCCL's watchdog ends its own group."""
+    if is_distributed() and dist.get_backend() == "gloo":
+        dist.destroy_process_group()
 
 
 def broadcast_object(obj):

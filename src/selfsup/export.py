@@ -25,7 +25,7 @@ from selfsup.experiment import input_spec, load_data
 from selfsup.export_formats import FILES, FORMATS, WRITERS, check_format
 from selfsup.models import build_from_config
 from selfsup.runs import LAST, RunFolder, load_run_backbone
-from selfsup.train.checkpoint import atomic_write_text
+from selfsup.train.checkpoint import atomic_write_text, new_file_mode
 
 
 def export_run(run_dir: str | Path, out_dir: str | Path | None = None,
@@ -59,6 +59,7 @@ def export_run(run_dir: str | Path, out_dir: str | Path | None = None,
     try:
         out.mkdir(parents=True, exist_ok=True)
         notes = WRITERS[format](backbone, tmp, spec)
+        tmp.chmod(new_file_mode())  # safetensors 0.8 writes 0600: the umask, like the rest
         tmp.replace(out / name)
         config = _with_notes(out, config, format, notes)
         atomic_write_text(out / "config.json", json.dumps(config, indent=2))

@@ -1,13 +1,12 @@
-"""What a resume may change, elastic restarts, stuck peers and SyncBN on resume (issue 13)."""
+"""What a resume may change, elastic restarts and SyncBN on resume (issue 13; stuck peers:
+test_stuck_ranks.py)."""
 
 from __future__ import annotations
 
-import json
 import os
 import socket
 import subprocess
 import sys
-import time
 import warnings
 from pathlib import Path
 
@@ -79,7 +78,8 @@ def test_sync_bn_conversion_keeps_the_optimised_parameters():
     assert {id(p) for p in synced.parameters()} == before
 
 
-def _torchrun(args: list[str], env: dict, restarts: int = 0) -> subprocess.CompletedProcess:
+def _torchrun(args: list[str], env: dict, restarts: int = 0,
+              timeout: int = 300) -> subprocess.CompletedProcess:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
@@ -87,7 +87,7 @@ def _torchrun(args: list[str], env: dict, restarts: int = 0) -> subprocess.Compl
            "--max-restarts", str(restarts), "--master_addr", "127.0.0.1", "--master_port",
            str(port), "-m", "selfsup", "pretrain", *args]
     return subprocess.run(cmd, env={**os.environ, "OMP_NUM_THREADS": "1", **env},
-                          capture_output=True, text=True, timeout=300)
+                          capture_output=True, text=True, timeout=timeout)
 
 
 DDP = ["--config", "quickstart", "--data.limit", "128", "--model.width", "0.125",
@@ -114,22 +114,6 @@ def test_elastic_restart_continues_the_run_bit_identically(tmp_path):
     assert [r["how"] for r in resumes] == ["elastic restart"] and resumes[0]["step"] == 6
     steps = [r["step"] for r in read_jsonl(tmp_path / "elastic" / "metrics.jsonl") if "loss" in r]
     assert steps == list(range(1, 13))  # each step logged once
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize("log_every", ["1", "20"])  # 20: the peer is missed inside DDP's step
-def test_a_stopped_rank_ends_the_run_with_one_error(tmp_path, log_every):
-    args = [*DDP, "--run.out_dir", str(tmp_path), "--run.name", "stuck",
-            "--train.timeout_s", "5", "--run.log_every", log_every]
-    t0 = time.time()
-    res = _torchrun(args, {"SELFSUP_FAULT": "hang@3@1"})
-    assert res.returncode != 0 and time.time() - t0 < 120
-    lines = [x for x in res.stderr.splitlines() if x.startswith("error: ")]
-    assert lines and "the other ranks did not answer at step 3 within train.timeout_s = 5 s" \
-        in lines[0], res.stderr[-3000:]
-    assert load_checkpoint(tmp_path / "stuck" / "checkpoints" / "last.pt")["step"] == 2
-    summary = tmp_path / "stuck" / "summary.json"
-    assert not summary.exists() or json.loads(summary.read_text())
 
 
 def test_timeout_setting_is_checked(tiny_args, capsys):

@@ -81,7 +81,7 @@ class TrainConfig:
     sync_bn: bool = False  # SyncBatchNorm across ranks under torchrun (CUDA)
     max_time_s: float | None = None  # wall-clock budget; stops cleanly with a checkpoint
     num_threads: int | None = None  # CPU threads; None: the CPUs available / local ranks
-    timeout_s: float = 1800.0  # a rank waits this long for the others, then the run stops
+    timeout_s: float = 120.0  # a step waits this long for a stopped rank (checkpoints: 30 min)
 
 
 @dataclass

@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import random
 import re
-import tempfile
+import secrets
 from pathlib import Path
 from typing import Any
 
@@ -20,8 +20,39 @@ import torch
 
 from selfsup.errors import DataError
 
-# the temporaries of atomic_save / atomic_write_text: mkstemp's ".<name>.<8 chars>.tmp"
+# the temporaries of atomic_save / atomic_write_text: ".<name>.<8 chars>.tmp" (8 hex digits;
+# mkstemp's letters, in files left by earlier versions)
 _TEMPORARY = re.compile(r"\..+\.[a-z0-9_]{8}\.tmp")
+
+
+def _temporary(path: Path) -> tuple[int, str]:
+    """A new, exclusive temporary beside ``path``: its descriptor and name.
+
+    Unlike ``tempfile.mkstemp`` (always 0600), it gets the user's umask, as every file the
+    run writes (0644 under umask 022), so a renamed checkpoint or summary is as readable as
+    the config beside it.
+    """
+    for _ in range(100):
+        tmp = str(path.parent / f".{path.name}.{secrets.token_hex(4)}.tmp")
+        try:
+            return os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666), tmp
+        except FileExistsError:
+            continue
+    raise FileExistsError(f"{path.parent}: no free temporary name for {path.name}")
+
+
+def new_file_mode() -> int:
+    """The mode a file created now gets (0o644 under umask 022), for files that a library
+    writes 0600 (safetensors 0.8's save_file); read, not set, so no other thread sees 0."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return 0o666 & ~int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)  # no /proc (macOS): set and restore at once
+    os.umask(mask)
+    return 0o666 & ~mask
 
 
 def atomic_save(obj: Any, path: str | Path) -> None:
@@ -32,7 +63,7 @@ def atomic_save(obj: Any, path: str | Path) -> None:
     path = Path(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        fd, tmp = _temporary(path)
     except OSError as e:
         raise DataError(f"{path}: cannot write ({e.strerror or e})") from None
     try:
@@ -65,7 +96,7 @@ def atomic_write_text(path: str | Path, text: str) -> None:
     """Write ``text`` to a temporary file in the same folder, fsync, then rename."""
     path = Path(path)
     try:
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        fd, tmp = _temporary(path)
     except OSError as e:
         raise DataError(f"{path}: cannot write ({e.strerror or e})") from None
     try:
@@ -125,12 +156,15 @@ def rng_state() -> dict:
 
 
 def set_rng_state(state: dict) -> None:
-    torch.set_rng_state(state["torch"])
+    """The states :func:`rng_state` saved, wherever the checkpoint was mapped: torch takes
+    only CPU byte tensors (a resume on CUDA maps them to the GPU: "RNG state must be a
+    torch.ByteTensor", measured torch 2.11 on an H100)."""
+    torch.set_rng_state(state["torch"].cpu())
     kind, keys, pos, has_gauss, gauss = state["numpy"]
-    np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, gauss))
+    np.random.set_state((kind, keys.cpu().numpy().astype(np.uint32), pos, has_gauss, gauss))
     random.setstate(_to_tuples(state["python"]))
     if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+        torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda"]])
 
 
 def _to_lists(x: Any) -> Any:

@@ -11,6 +11,7 @@ import math
 import time
 import warnings
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 
 import torch
@@ -30,11 +31,12 @@ from selfsup.train.checkpoint import (
     rng_state,
     set_rng_state,
 )
+from selfsup.train.faults import slow_phase
 from selfsup.train.logging import MetricsLogger, keep_records, read_jsonl
 from selfsup.train.metrics import Synced
 from selfsup.train.monitor import knn_monitor
 from selfsup.train.precision import NumericsChoice
-from selfsup.train.resume import record_resume
+from selfsup.train.resume import check_same_data, data_identity, record_resume
 
 
 @dataclass
@@ -56,15 +58,22 @@ class PretrainRun:
     train_s_before: float = 0.0  # training time of earlier sessions of a resumed run
     t_start: float = field(default_factory=time.perf_counter)
     numerics: NumericsChoice | None = None  # precision and layout chosen, and why
+    resumed: tuple[str, dict] | None = None  # how and with what changes, for resumes.jsonl
 
     def __post_init__(self) -> None:
         self.logger = MetricsLogger(self.folder.path, tensorboard=self.cfg.run.tensorboard)
         self.scores = MetricsLogger(self.folder.path, filename=self.folder.scores.name,
                                     writer=self.logger.writer)
 
+    @cached_property
+    def data_identity(self) -> dict:
+        """What it trains on, wherever that lives (recorded in each checkpoint)."""
+        return data_identity(self.cfg, self.data.train)
+
     def restore(self, how: str, changes: dict) -> None:
-        """Weights, optimiser, RNG and progress from ``last.pt``."""
+        """Weights, optimiser, RNG and progress from ``last.pt``; refused on other data."""
         ckpt = load_checkpoint(self.folder.checkpoint(), map_location=self.device)
+        check_same_data(self.folder.path, ckpt.get("data"), self.data_identity)
         try:
             self.model.load_state_dict(ckpt["model"])
         except RuntimeError as e:  # another architecture than this config builds
@@ -80,8 +89,7 @@ class PretrainRun:
         self.last = ckpt.get("metrics") or _logged_metrics(self.folder.metrics, self.start)
         self.collapsed_at = ckpt.get("collapse_step")
         self.train_s_before = ckpt.get("train_s", 0.0)
-        if is_main_process():
-            record_resume(self.folder.path, self.start, changes, how)
+        self.resumed = (how, changes)
 
     def prepare_folder(self, resume: bool, anew: bool) -> bool:
         """Clean the folder, write config.yaml, trim the logs; True if the run is complete."""
@@ -94,6 +102,8 @@ class PretrainRun:
         # resuming a run that has written its summary at its last step: nothing left to do
         complete = bool(broadcast_object(resume and start >= total and is_main_process()
                                          and folder.summary_steps() == start))
+        if is_main_process() and self.resumed and not complete:  # a finished run: no record
+            record_resume(folder.path, start, self.resumed[1], self.resumed[0])
         if is_main_process() and resume and not complete:
             # the steps after the checkpoint are trained again: drop what was logged of them,
             # and the final k-NN of a run killed after its last checkpoint, done again too
@@ -144,12 +154,13 @@ class PretrainRun:
         """``last.pt`` (and ``epoch_NNNN.pt`` for ``epoch_file``), rank 0 only."""
         if not is_main_process():
             return
+        slow_phase("save")  # tests only (SELFSUP_FAULT)
         state = {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
                  "step": step, "epoch": step / self.spe, "config": self.cfg.to_dict(),
                  "rng": rng_state(), "in_channels": self.data.channels,
                  "input": input_spec(self.data), "metrics": self.last,
                  "collapse_step": self.collapsed_at, "train_s": self.train_s(),
-                 "selfsup_version": __version__}
+                 "data": self.data_identity, "selfsup_version": __version__}
         if epoch_file is not None:  # first: a run killed between the writes keeps it
             atomic_save(state, self.folder.epoch_checkpoint(epoch_file))
         atomic_save(state, self.folder.checkpoint())
@@ -165,6 +176,7 @@ class PretrainRun:
         data = self.data
         if data.test is None or data.memory is None or data.memory.labels is None:
             return {}
+        slow_phase("knn")  # tests only (SELFSUP_FAULT)
         res = knn_monitor(self.model.backbone, data, self.eval_tf, self.cfg, self.device)
         self.logger.log({"step": step, "epoch": step / self.spe, **res})
         return res
@@ -191,6 +203,7 @@ class PretrainRun:
             print(f"{self.folder.path} is complete ({step} of {self.total} steps); "
                   "nothing left to do")
         elif is_main_process():
+            slow_phase("summary")  # tests only (SELFSUP_FAULT)
             data, t = self.data, self.cfg.train
             summary = {"train_images": len(data.train),
                        "test_images": len(data.test) if data.test is not None else 0,
