@@ -33,7 +33,7 @@ from selfsup.distributed import (
 )
 from selfsup.errors import ConfigError, SelfsupError, TrainingError
 from selfsup.experiment import resolve_device
-from selfsup.runs import RunFolder, check_run_name, new_run_dir
+from selfsup.runs import RunFolder, check_run_target, new_run_dir
 from selfsup.train.faults import inject_fault, slow_phase
 from selfsup.train.metrics import MetricAccumulator, Synced
 from selfsup.train.precision import resolve_numerics
@@ -102,7 +102,7 @@ def _which_run(cfg: Config, run_dir, resume: bool) -> tuple[Path | None, bool, s
     whether it resumes, how (for resumes.jsonl), and whether it starts over in place."""
     if run_dir is not None:
         return Path(run_dir), resume, "--resume", False
-    check_run_name(cfg.run.name)
+    check_run_target(cfg)  # name length, out_dir writable: before any data is read
     found = auto_resume_dir(cfg)
     if found is None:
         return None, False, "", False

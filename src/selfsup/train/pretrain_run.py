@@ -22,7 +22,7 @@ from selfsup.distributed import broadcast_object, is_main_process
 from selfsup.errors import DataError, TrainingError
 from selfsup.experiment import input_spec
 from selfsup.methods.score_stats import collapsed
-from selfsup.runs import RunFolder
+from selfsup.runs import RunFolder, check_checkpoint_method
 from selfsup.train.checkpoint import (
     atomic_save,
     atomic_write_text,
@@ -73,6 +73,7 @@ class PretrainRun:
     def restore(self, how: str, changes: dict) -> None:
         """Weights, optimiser, RNG and progress from ``last.pt``; refused on other data."""
         ckpt = load_checkpoint(self.folder.checkpoint(), map_location=self.device)
+        check_checkpoint_method(ckpt, self.cfg, self.folder.checkpoint())
         check_same_data(self.folder.path, ckpt.get("data"), self.data_identity)
         try:
             self.model.load_state_dict(ckpt["model"])
