@@ -170,8 +170,7 @@ class Pipeline:
     def _normalize(self, x: Tensor) -> Tensor:
         key = (x.device, x.dtype)
         if key not in self._stats:
-            self._stats[key] = (torch.tensor(self.mean, dtype=x.dtype).to(x.device),
-                                torch.tensor(self.std, dtype=x.dtype).to(x.device))
+            self._stats[key] = (_on_device(self.mean, x), _on_device(self.std, x))
         mean, std = self._stats[key]
         return ops.normalize(x, mean, std)
 
@@ -225,3 +224,12 @@ class Pipeline:
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v}" for k, v in self.to_dict().items())
         return f"Pipeline({args})"
+
+
+def _on_device(values: list[float], like: Tensor) -> Tensor:
+    """``values`` as a tensor on ``like``'s device, filled there: a copy from host memory
+    (``torch.tensor(...).to(cuda)``) would block the first augmented batch on the GPU."""
+    out = torch.empty(len(values), dtype=like.dtype, device=like.device)
+    for i, v in enumerate(values):
+        out[i].fill_(float(v))  # a kernel with the value as argument; out[i] = v copies
+    return out
