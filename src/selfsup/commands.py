@@ -89,7 +89,7 @@ def pretrain(args, extra: list[str]) -> int:
                "backbone": f"{cfg.model.backbone} {cfg.model.stem} w{cfg.model.width:g}",
                "pretrain_epochs": summary["epochs"], "top1": summary["final_knn_top1"],
                "top5": summary["final_knn_top5"], "train_images": summary.get("train_images"),
-               "test_images": summary.get("test_images")}
+               "test_images": summary.get("test_images"), "split": summary.get("split")}
         line = describe(rec)
         if "final_random_init_knn_top1" in summary:  # eval.knn_random_init: the floor beside it
             floor = 100 * summary["final_random_init_knn_top1"]

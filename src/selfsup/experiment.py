@@ -18,6 +18,7 @@ from torch import nn
 from selfsup.augment import NORMALIZATION, RECIPES, build_recipe
 from selfsup.config import Config
 from selfsup.data import ImageSet, load_dataset
+from selfsup.data.subsets import validation_split
 from selfsup.errors import ConfigError, DataError
 from selfsup.models import build_backbone
 from selfsup.runs import (  # noqa: F401 (their old home)
@@ -37,6 +38,7 @@ class Data:
     std: tuple[float, ...]
     size: int
     channels: int
+    split: str = "test"  # what ``test`` is: the test split, or ``val`` held out of train
 
 
 def _normalization(name: str, data: ImageSet, where: str
@@ -108,12 +110,17 @@ def load_data(cfg: Config, *, need_test: bool = True) -> Data:
     """The train split (unlabelled use) and, where there is one, the labelled test split."""
     d = cfg.data
     train = load_split(cfg, d.train_split)
+    val = None
+    if cfg.eval.split == "val":  # carved before data.limit: the same val for any limit
+        train, val = _hold_out_val(train, d.dataset)
     if d.limit is not None:
         train = train.head(min(d.limit, len(train)))
     test, memory = None, train
     if need_test and d.train_split != "train":
         memory = load_split(cfg, "train")
-    if need_test:
+    if need_test and val is not None:
+        test = val
+    elif need_test:
         try:
             test = load_split(cfg, "test")
         except DataError as e:
@@ -133,7 +140,18 @@ def load_data(cfg: Config, *, need_test: bool = True) -> Data:
     if size > train.size and train.mapped:
         warnings.warn(f"data.size {size} is larger than the stored images ({train.size} px): "
                       "every view is upsampled", stacklevel=2)
-    return Data(train, test, memory, tuple(mean), tuple(std), size, channels)
+    return Data(train, test, memory, tuple(mean), tuple(std), size, channels, cfg.eval.split)
+
+
+def _hold_out_val(train: ImageSet, dataset: str) -> tuple[ImageSet, ImageSet]:
+    """The train split without its validation 10 %, and that 10 % (PROTOCOLS.md)."""
+    if train.labels is None:
+        raise ConfigError(f"eval.split val needs a labelled train split; {dataset}'s has no "
+                          "labels")
+    keep, val = validation_split(train.labels)
+    held = train.subset(val)
+    held.name = f"{train.name} (val)"
+    return train.subset(keep), held
 
 
 def input_spec(data: Data) -> dict:

@@ -85,6 +85,11 @@ def validate(cfg: Config) -> None:
     _require(cfg.eval.knn_k >= 1, f"eval.knn_k must be >= 1, got {cfg.eval.knn_k}")
     _require(cfg.eval.knn_temperature > 0,
              f"eval.knn_temperature must be > 0, got {cfg.eval.knn_temperature}")
+    _require(cfg.eval.split in ("test", "val"),
+             f"eval.split must be test or val, got {cfg.eval.split!r}")
+    _require(cfg.eval.split == "test" or d.train_split == "train",
+             f"eval.split val holds out part of the train split; data.train_split "
+             f"{d.train_split!r} pretrains on other images too (use eval.split test)")
     _require(cfg.run.log_every >= 1, f"run.log_every must be >= 1, got {cfg.run.log_every}")
     _require(t.num_threads is None or t.num_threads >= 1,
              f"train.num_threads must be >= 1, got {t.num_threads}")

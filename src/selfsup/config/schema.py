@@ -91,6 +91,8 @@ class EvalConfig:
     knn_temperature: float = 0.1  # vote weight exp(sim / T)
     batch_size: int = 512  # images per batch of feature extraction
     knn_random_init: bool = False  # also the final k-NN of the same network at its random init
+    # val: a class-balanced 10 % of train held out of pretraining and the memory, for tuning
+    split: str = "test"  # k-NN / linear queries: test | val (10 % of train, PROTOCOLS.md)
 
 
 @dataclass

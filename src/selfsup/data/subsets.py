@@ -58,6 +58,23 @@ def class_balanced_subset(labels: torch.Tensor, fraction: float | None = None,
     return torch.sort(torch.cat(picks)).values.to(torch.int64)
 
 
+
+VAL_FRACTION, VAL_SEED = 0.1, 0  # ../shared PROTOCOLS.md, "Validation split"
+
+
+def validation_split(labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(keep, val)``: sorted indices of the train split's other 90 % and its held-out,
+    class-balanced 10 % (``VAL_FRACTION`` of every class, fixed by ``VAL_SEED``).
+
+    Recipe values are chosen on ``val`` (k-NN queries) with ``keep`` as the pretraining set
+    and the k-NN memory, so a preset never sees the test split while it is tuned. The two are
+    disjoint and cover the split; the same labels always give the same split."""
+    val = class_balanced_subset(labels, fraction=VAL_FRACTION, seed=VAL_SEED)
+    mask = torch.ones(len(labels), dtype=torch.bool)
+    mask[val] = False
+    return mask.nonzero().view(-1), val
+
+
 def save_subset(indices: torch.Tensor, path: str | Path) -> Path:
     """Write ``indices`` one per line (the format :func:`load_subset` reads back)."""
     path = Path(path)

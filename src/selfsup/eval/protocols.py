@@ -61,7 +61,7 @@ def _record(run_dir, cfg, meta, data, protocol: dict, result: dict, name: str) -
         "run": str(run_dir), "method": cfg.method.name, "dataset": cfg.data.dataset,
         "backbone": f"{cfg.model.backbone} {cfg.model.stem} w{cfg.model.width:g}",
         "pretrain_epochs": meta.get("epoch"), "train_images": len(data.memory),
-        "test_images": len(data.test), "protocol": protocol, **result,
+        "test_images": len(data.test), "split": data.split, "protocol": protocol, **result,
     }
     out = RunFolder(Path(run_dir)).eval_file(name)
     try:
@@ -91,7 +91,8 @@ def evaluate_knn(run_dir: str | Path, *, k: int = 200, temperature: float = 0.1,
                        temperature=temperature)
     protocol = {"name": f"knn-{k}", "k": k, "temperature": temperature,
                 "features": "backbone h, eval transform, L2-normalised, cosine",
-                "memory": "train split", "queries": "test split"}
+                "memory": "train split" if data.split == "test" else "train split less val",
+                "queries": f"{data.split} split"}
     if k != k_asked:
         protocol["k_asked"] = k_asked  # the memory set holds fewer images than asked for
     return _record(run_dir, cfg, meta, data, protocol, acc, f"knn-{k}")
@@ -127,6 +128,8 @@ def describe(rec: dict) -> str:
                f"{p['batch_size']}, standardised features)")
     ep = rec.get("pretrain_epochs")
     ep_s = f"{ep:.1f}" if isinstance(ep, (int, float)) else "?"
-    return (f"{how} on {rec['dataset']} ({rec['train_images']} train / {rec['test_images']} test), "
+    queries = rec.get("split") or "test"
+    return (f"{how} on {rec['dataset']} ({rec['train_images']} train / {rec['test_images']} "
+            f"{queries}), "
             f"{rec['method']} {rec['backbone']} after {ep_s} epochs: "
             f"top-1 {100 * rec['top1']:.2f}%  top-5 {100 * rec['top5']:.2f}%")

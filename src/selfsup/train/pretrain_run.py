@@ -208,6 +208,7 @@ class PretrainRun:
             data, t = self.data, self.cfg.train
             summary = {"train_images": len(data.train),
                        "test_images": len(data.test) if data.test is not None else 0,
+                       "split": data.split,
                        "steps": step, "epochs": round(step / self.spe, 4),
                        "images_seen": step * t.batch_size, "train_s": round(self.train_s(), 2),
                        "final_loss": self.last.get("loss"), "collapse_step": self.collapsed_at,

@@ -33,6 +33,8 @@ from selfsup.runs import RunFolder
 MAY_CHANGE = ("train.epochs", "train.steps", "train.max_time_s", "train.num_threads",
               "train.device", "train.timeout_s", "eval.", "run.", "data.root", "data.download",
               "data.cache_dir", "data.pack_workers")
+# ...except these: eval.split decides which images are pretrained on (val holds 10 % out)
+MAY_NOT_CHANGE = ("eval.split",)
 
 
 def _flat(d: dict, prefix: str = "") -> dict:
@@ -62,12 +64,12 @@ def config_changes(run_dir: Path, cfg: Config) -> dict[str, tuple]:
 def check_resume_changes(changes: dict[str, tuple]) -> None:
     """ConfigError for the first change that would alter the run's trajectory."""
     for key, (old, new) in changes.items():
-        if not key.startswith(MAY_CHANGE):
+        if not key.startswith(MAY_CHANGE) or key in MAY_NOT_CHANGE:
             raise ConfigError(
                 f"resume: {key} is {old!r} in the run, {new!r} now; a resumed run keeps the "
                 f"settings that shape its training (start a new run to change them; a resume "
-                f"may change train.epochs, train.steps, train.max_time_s, eval.*, run.*, "
-                f"data.root)")
+                f"may change train.epochs, train.steps, train.max_time_s, eval.* but eval.split, "
+                f"run.*, data.root)")
 
 
 def record_resume(run_dir: Path, step: int, changes: dict[str, tuple], how: str) -> None:
