@@ -17,6 +17,17 @@ RESULTS = ROOT / "benchmarks" / "results"
 PEER_PYTHON = Path(os.environ.get("SELFSUP_LIGHTLY_PYTHON", "/work/venvs/lightly/bin/python"))
 
 
+def shared_data(name: str) -> Path:
+    """``shared/data/<name>``: ``$SELFSUP_SHARED_DATA/<name>``, else the first ``shared/data``
+    found above the repository (no machine's absolute path is written down anywhere)."""
+    env = os.environ.get("SELFSUP_SHARED_DATA")
+    candidates = [Path(env)] if env else [p / "shared" / "data" for p in ROOT.parents]
+    for base in candidates:
+        if (base / name).is_dir():
+            return base / name
+    raise SystemExit(f"shared data {name!r} not found: set SELFSUP_SHARED_DATA to shared/data")
+
+
 def device_name(device: str) -> str:
     if device.startswith("cuda"):
         return f"cuda: {torch.cuda.get_device_name(0)}"
