@@ -14,6 +14,18 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
+# the comparisons of issue 24: ResNet-18 CIFAR stem w0.25, batch 256, knn-200
+# data set -> (registry name, shared/data folder, extra overrides, preset per method)
+DATASETS = {
+    "cifar10-5k": ("cifar10", "cifar10-subset", ["--data.verify", "warn"],
+                   {"simclr": "simclr-cifar10", "moco": "moco-v2-cifar10"}),
+    "fashion-mnist": ("fashion-mnist", "fashion-mnist", [],
+                      {"simclr": "simclr-fashion-mnist", "moco": "moco-v2-fashion-mnist"}),
+    "mnist": ("mnist", "mnist", [], {"simclr": "simclr-mnist", "moco": "moco-v2-fashion-mnist"}),
+}
+SETTING = ["--model.width", "0.25", "--train.batch_size", "256", "--eval.knn_every", "0",
+           "--eval.knn_k", "200", "--eval.knn_temperature", "0.1", "--run.progress", "false",
+           "--eval.split", "val"]
 PEER_PYTHON = Path(os.environ.get("SELFSUP_LIGHTLY_PYTHON", "/work/venvs/lightly/bin/python"))
 
 

@@ -25,22 +25,19 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import RESULTS, ROOT, commit, print_table, shared_data, write_results  # noqa: E402
+from _common import (  # noqa: E402
+    DATASETS,
+    RESULTS,
+    ROOT,
+    SETTING,
+    commit,
+    print_table,
+    shared_data,
+    write_results,
+)
 
 from selfsup.config import load_config  # noqa: E402
 from selfsup.train.pretrain import pretrain  # noqa: E402
-
-# data set -> (registry name, shared/data folder, extra overrides, preset per method)
-DATASETS = {
-    "cifar10-5k": ("cifar10", "cifar10-subset", ["--data.verify", "warn"],
-                   {"simclr": "simclr-cifar10", "moco": "moco-v2-cifar10"}),
-    "fashion-mnist": ("fashion-mnist", "fashion-mnist", [],
-                      {"simclr": "simclr-fashion-mnist", "moco": "moco-v2-fashion-mnist"}),
-    "mnist": ("mnist", "mnist", [], {"simclr": "simclr-mnist", "moco": "moco-v2-fashion-mnist"}),
-}
-SETTING = ["--model.width", "0.25", "--train.batch_size", "256", "--eval.knn_every", "0",
-           "--eval.knn_k", "200", "--eval.knn_temperature", "0.1", "--run.progress", "false",
-           "--eval.split", "val"]
 
 
 def run_probe(dataset: str, method: str, epochs: int, seed: int, probe: str,

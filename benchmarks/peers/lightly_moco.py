@@ -56,7 +56,7 @@ def main() -> None:
     model = nn.ModuleDict({"backbone": backbone, "projection_head": head,
                            "backbone_momentum": backbone_momentum,
                            "projection_head_momentum": head_momentum}).to(device)
-    tf_kw = {"input_size": 28, "cj_strength": 0.5, "gaussian_blur": 0.0,
+    tf_kw = {"input_size": args.size, "cj_strength": 0.5, "gaussian_blur": 0.0,
              "normalize": normalize(args)}
     transform = MoCoV2Transform(**tf_kw)
     # The example: NTXentLoss(memory_bank_size=(4096, 128)), default temperature.

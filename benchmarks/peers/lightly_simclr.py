@@ -35,6 +35,9 @@ from torch.utils.data import DataLoader, Dataset
 
 REPO = Path(__file__).resolve().parents[2]
 FMNIST_MEAN, FMNIST_STD = 0.2860, 0.3530  # Fashion-MNIST train set, single channel
+# --dataset -> (channels, side, (mean, std) of its train set or None: lightly's default)
+DATASETS = {"fashion-mnist": (1, 28, (FMNIST_MEAN, FMNIST_STD)),
+            "mnist": (1, 28, (0.1307, 0.3081)), "cifar10-5k": (3, 32, None)}
 # (views, progress) -> loss; progress in [0, 1] is the fraction of the run done (schedules).
 StepFn = Callable[[list[Tensor], float], float]
 
@@ -82,7 +85,11 @@ def effective_kwargs(fn: Callable[..., Any], given: dict[str, Any]) -> dict[str,
 def parse_args(p: argparse.ArgumentParser) -> argparse.Namespace:
     """Arguments shared by the peer scripts (method-specific ones are added by the caller)."""
     p.add_argument("--data-root", type=Path, required=True,
-                   help="folder with train-images-idx3-ubyte.gz (read-only is fine)")
+                   help="folder with the data set's files (read-only is fine)")
+    p.add_argument("--dataset", choices=sorted(DATASETS), default="fashion-mnist",
+                   help="fashion-mnist / mnist (IDX files) or cifar10-5k (the shared subset)")
+    p.add_argument("--epochs", type=float, default=None,
+                   help="equal-images mode: train this many epochs (cosine over them)")
     p.add_argument("--budget-s", type=float, default=None,
                    help="wall-clock training budget (s), checked between steps; the clock "
                         "starts right before the first step")
@@ -113,8 +120,10 @@ def parse_args(p: argparse.ArgumentParser) -> argparse.Namespace:
                         "each of these seconds (backbone_<s>s.pt), for time-to-accuracy")
     p.add_argument("--out", type=Path, required=True)
     args = p.parse_args()
-    if (args.budget_s is None) == (args.throughput_steps <= 0):
-        p.error("give exactly one of --budget-s or --throughput-steps")
+    modes = [args.budget_s is not None, args.throughput_steps > 0, args.epochs is not None]
+    if sum(modes) != 1:
+        p.error("give exactly one of --budget-s, --throughput-steps or --epochs")
+    args.in_channels, args.size = DATASETS[args.dataset][:2]
     return args
 
 
@@ -124,7 +133,13 @@ def setup(args: argparse.Namespace) -> np.ndarray:
     random.seed(args.seed)
     np.random.seed(args.seed)  # lightly's GaussianBlur / rotations draw from numpy
     torch.manual_seed(args.seed)  # torchvision transforms and DataLoader shuffling
-    return read_idx_images(args.data_root / "train-images-idx3-ubyte.gz")
+    if args.dataset != "cifar10-5k":
+        return read_idx_images(args.data_root / "train-images-idx3-ubyte.gz")
+    sys.path.insert(0, str(args.src))  # selfsup's reader: the same pixels selfsup trains on
+    from selfsup.data import load_dataset
+
+    data = load_dataset("cifar10", args.data_root, split="train", verify="warn")
+    return data.images.permute(0, 2, 3, 1).numpy()  # (N, 32, 32, 3) uint8
 
 
 def load_backbone(args: argparse.Namespace) -> nn.Module:
@@ -156,7 +171,14 @@ def make_loader(args: argparse.Namespace, images: np.ndarray, transform: Any) ->
 
 
 def normalize(args: argparse.Namespace) -> dict[str, list[float]]:
-    return {"mean": [FMNIST_MEAN] * args.in_channels, "std": [FMNIST_STD] * args.in_channels}
+    """The data set's statistics; on CIFAR lightly's benchmark keeps its transforms' default,
+    ImageNet's (``IMAGENET_NORMALIZE``)."""
+    if args.dataset == "cifar10-5k":
+        from lightly.transforms.utils import IMAGENET_NORMALIZE
+
+        return {k: list(v) for k, v in IMAGENET_NORMALIZE.items()}
+    mean, std = DATASETS[args.dataset][2]
+    return {"mean": [mean] * args.in_channels, "std": [std] * args.in_channels}
 
 
 def forever(loader: DataLoader) -> Iterator[list[Tensor]]:
@@ -174,16 +196,20 @@ def train(args: argparse.Namespace, step: StepFn, loader: DataLoader, n: int,
     batches = forever(loader)
     pending, saved, paused = sorted(args.save_at), [], 0.0
     throughput = args.throughput_steps > 0
+    by_steps = throughput or args.epochs is not None  # equal images: a fixed number of steps
+    if args.epochs is not None:
+        args.throughput_steps = round(args.epochs * (n // args.batch))  # drop_last batches
+        args.warmup_steps = 0
     if throughput:
         for i in range(args.warmup_steps):
             step(next(batches), 0.0)
             print(f"warm-up step {i + 1}/{args.warmup_steps}", file=sys.stderr)
-    total = args.throughput_steps if throughput else args.budget_s  # steps or seconds
+    total = args.throughput_steps if by_steps else args.budget_s  # steps or seconds
     steps, loss = 0, float("nan")
     t0 = time.perf_counter()  # the clock starts right before the first (timed) step
     while True:
-        done = steps if throughput else time.perf_counter() - t0 - paused
-        while backbone is not None and pending and not throughput and done >= pending[0]:
+        done = steps if by_steps else time.perf_counter() - t0 - paused
+        while backbone is not None and pending and not by_steps and done >= pending[0]:
             t_save = time.perf_counter()
             args.out.mkdir(parents=True, exist_ok=True)
             torch.save(backbone.state_dict(), args.out / f"backbone_{pending[0]:g}s.pt")
@@ -199,7 +225,8 @@ def train(args: argparse.Namespace, step: StepFn, loader: DataLoader, n: int,
                   f"{steps * args.batch / dt:.1f} img/s {dt:.1f}s", file=sys.stderr)
     train_s = time.perf_counter() - t0 - paused
     seen = steps * args.batch
-    return {"mode": "throughput" if throughput else "budget", "epochs": seen / n,
+    mode = "epochs" if args.epochs is not None else "throughput" if throughput else "budget"
+    return {"mode": mode, "epochs": seen / n,
             "steps": steps, "images_seen": seen, "train_s": train_s,
             "images_per_s": seen / train_s, "final_loss": loss, "saved": saved,
             "precision": args.precision, "channels_last": args.channels_last}
@@ -257,7 +284,7 @@ def main() -> None:
     head_kw = {"input_dim": dim, "hidden_dim": dim, "output_dim": 128}  # (512, 512, 128)
     head = SimCLRProjectionHead(**head_kw)
     model = nn.ModuleDict({"backbone": backbone, "projection_head": head}).to(device)
-    tf_kw = {"input_size": 28, "cj_strength": 0.5, "gaussian_blur": 0.0,
+    tf_kw = {"input_size": args.size, "cj_strength": 0.5, "gaussian_blur": 0.0,
              "normalize": normalize(args)}
     transform = SimCLRTransform(**tf_kw)
     loss_kw = {"temperature": 0.5}  # the example uses NTXentLoss() defaults
