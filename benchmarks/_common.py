@@ -85,3 +85,50 @@ def _fmt(v) -> str:
 
 def peer_available() -> bool:
     return PEER_PYTHON.is_file()
+
+
+PEER_SCRIPT = {"simclr": ("lightly_simclr.py", ["--recipe", "benchmark"]),
+               "moco": ("lightly_moco.py", [])}
+
+
+def run_peer(dataset: str, method: str, epochs: int, seed: int, threads: int, split: str,
+             out: Path) -> dict:
+    """The peer's documented recipe (fp32, DataLoader workers 0) in its own venv for
+    ``epochs``, then knn-200 of its backbone; its result.json plus ``knn_top1``."""
+    script, recipe = PEER_SCRIPT[method]
+    cmd = [str(PEER_PYTHON), str(ROOT / "benchmarks" / "peers" / script), *recipe,
+           "--dataset", dataset, "--data-root", str(shared_data(DATASETS[dataset][1])),
+           "--epochs", str(epochs), "--seed", str(seed), "--threads", str(threads),
+           "--workers", "0", "--split", split, "--out", str(out)]
+    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
+    res = json.loads((out / "result.json").read_text())
+    norm = res["recipe"]["transform"]["normalize"]
+    res["knn_top1"] = peer_knn(out / "backbone.pt", dataset, norm["mean"], norm["std"], split)
+    return res
+
+
+def peer_knn(weights: Path, dataset: str, mean, std, split: str) -> float:
+    """knn-200 of a peer's backbone with the extraction and vote of selfsup's own runs:
+    memory = the train split (less val for ``split`` val), queries = test (or val)."""
+    from selfsup.augment import build_recipe
+    from selfsup.data import load_dataset
+    from selfsup.data.subsets import validation_split
+    from selfsup.eval import extract_features, knn_accuracy
+    from selfsup.models import resnet
+
+    name, folder, data_args, _ = DATASETS[dataset]
+    verify = "warn" if "--data.verify" in data_args else True
+    train = load_dataset(name, shared_data(folder), split="train", verify=verify)
+    if split == "val":
+        keep, val = validation_split(train.labels)
+        train, test = train.subset(keep), train.subset(val)
+    else:
+        test = load_dataset(name, shared_data(folder), split="test", verify=verify)
+    net = resnet(depth=18, width=0.25, stem="cifar", in_channels=train.channels)
+    net.load_state_dict(torch.load(weights, weights_only=True))
+    tf = build_recipe("eval", size=train.size, mean=tuple(mean), std=tuple(std))
+    g = torch.Generator()
+    f_tr, f_te = (extract_features(net, s.images, lambda x: tf(x, g), batch_size=512)
+                  for s in (train, test))
+    acc = knn_accuracy(f_tr, train.labels, f_te, test.labels, 10, k=200, temperature=0.1)
+    return round(100 * acc["top1"], 2)

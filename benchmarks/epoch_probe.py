@@ -32,6 +32,7 @@ from _common import (  # noqa: E402
     SETTING,
     commit,
     print_table,
+    run_peer,
     shared_data,
     write_results,
 )
@@ -57,6 +58,16 @@ def run_probe(dataset: str, method: str, epochs: int, seed: int, probe: str,
             "train_s": s["train_s"], "images_per_s": round(s["images_seen"] / s["train_s"], 1)}
 
 
+def peer_probe(dataset: str, method: str, epochs: int, seed: int, work: Path) -> dict:
+    """The peer's documented recipe on the same split: the target a probe must reach."""
+    res = run_peer(dataset, method, epochs, seed, 2, "val", work / f"lightly-{dataset}-s{seed}")
+    return {"dataset": dataset, "system": "lightly", "method": method, "probe": "lightly",
+            "recipe": res["recipe"]["name"], "overrides": [], "epochs": round(res["epochs"], 4),
+            "images_seen": res["images_seen"], "split": "val", "protocol": "knn-200",
+            "knn_top1": res["knn_top1"], "seed": seed, "train_s": round(res["train_s"], 2),
+            "images_per_s": round(res["images_per_s"], 1), "peer_torch": res["torch_version"]}
+
+
 def main() -> None:
     argv = sys.argv[1:]
     extra = argv[argv.index("--") + 1:] if "--" in argv else []
@@ -68,6 +79,8 @@ def main() -> None:
     p.add_argument("--epochs", type=int, default=15)
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
     p.add_argument("--split", choices=["val", "test"], default="val")
+    p.add_argument("--system", choices=["selfsup", "lightly"], default="selfsup",
+                   help="lightly: the peer's documented recipe on the same split (its venv)")
     p.add_argument("--dirty-ok", action="store_true", help="allow uncommitted changes")
     args = p.parse_args(own)
     if args.split == "test":
@@ -76,8 +89,12 @@ def main() -> None:
     if commit().endswith("-dirty") and not args.dirty_ok:
         p.error("uncommitted changes to tracked files: commit first (or --dirty-ok)")
     work = ROOT / "benchmarks" / ".work" / "epoch_probe"
-    rows = [run_probe(args.dataset, args.method, args.epochs, seed, args.probe, extra, work)
-            for seed in args.seeds]
+    if args.system == "lightly":
+        rows = [peer_probe(args.dataset, args.method, args.epochs, seed, work)
+                for seed in args.seeds]
+    else:
+        rows = [run_probe(args.dataset, args.method, args.epochs, seed, args.probe, extra,
+                          work) for seed in args.seeds]
     command = "python " + " ".join([str(Path(sys.argv[0]).resolve().relative_to(ROOT)),
                                     *sys.argv[1:]])
     for r in rows:

@@ -25,34 +25,28 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import torch  # noqa: E402
 from _common import (  # noqa: E402
     DATASETS,
     PEER_PYTHON,
+    PEER_SCRIPT,
     RESULTS,
     ROOT,
     SETTING,
     commit,
     peer_available,
     print_table,
+    run_peer,
     shared_data,
     write_results,
 )
 
-from selfsup.augment import build_recipe  # noqa: E402
 from selfsup.config import load_config  # noqa: E402
-from selfsup.data import load_dataset  # noqa: E402
-from selfsup.eval import extract_features, knn_accuracy  # noqa: E402
-from selfsup.models import resnet  # noqa: E402
 from selfsup.train.pretrain import pretrain  # noqa: E402
 
-PEER_SCRIPT = {"simclr": ("lightly_simclr.py", ["--recipe", "benchmark"]),
-               "moco": ("lightly_moco.py", [])}
 WORK = ROOT / "benchmarks" / ".work" / "equal_epochs"
 
 
@@ -76,37 +70,13 @@ def selfsup_rows(dataset: str, method: str, epochs: int, seed: int, floor: bool)
 
 
 def peer_row(dataset: str, method: str, epochs: int, seed: int, threads: int) -> dict:
-    script, recipe = PEER_SCRIPT[method]
     out = WORK / f"lightly-{dataset}-{method}-e{epochs}-s{seed}"
-    cmd = [str(PEER_PYTHON), str(ROOT / "benchmarks" / "peers" / script), *recipe,
-           "--dataset", dataset, "--data-root", str(shared_data(DATASETS[dataset][1])),
-           "--epochs", str(epochs), "--seed", str(seed), "--threads", str(threads),
-           "--workers", "0", "--out", str(out)]
-    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
-    res = json.loads((out / "result.json").read_text())
-    tf = res["recipe"]["transform"]
-    top1 = knn_of(out / "backbone.pt", dataset, tf["normalize"]["mean"], tf["normalize"]["std"])
+    res = run_peer(dataset, method, epochs, seed, threads, "test", out)
     return {"dataset": dataset, "system": "lightly", "method": method,
             "recipe": res["recipe"]["name"], "epochs": round(res["epochs"], 4),
-            "images_seen": res["images_seen"], "split": "test", "knn_top1": top1, "seed": seed,
-            "train_s": round(res["train_s"], 2), "numerics": res["precision"],
+            "images_seen": res["images_seen"], "split": "test", "knn_top1": res["knn_top1"],
+            "seed": seed, "train_s": round(res["train_s"], 2), "numerics": res["precision"],
             "peer_torch": res["torch_version"], "lightly": res["lightly_version"]}
-
-
-def knn_of(weights: Path, dataset: str, mean, std) -> float:
-    """knn-200 of a peer's backbone, with the same extraction and vote as selfsup's runs."""
-    name, folder, data_args, _ = DATASETS[dataset]
-    verify = "warn" if "--data.verify" in data_args else True
-    train, test = (load_dataset(name, shared_data(folder), split=s, verify=verify)
-                   for s in ("train", "test"))
-    net = resnet(depth=18, width=0.25, stem="cifar", in_channels=train.channels)
-    net.load_state_dict(torch.load(weights, weights_only=True))
-    tf = build_recipe("eval", size=train.size, mean=tuple(mean), std=tuple(std))
-    g = torch.Generator()
-    f_tr, f_te = (extract_features(net, s.images, lambda x: tf(x, g), batch_size=512)
-                  for s in (train, test))
-    acc = knn_accuracy(f_tr, train.labels, f_te, test.labels, 10, k=200, temperature=0.1)
-    return round(100 * acc["top1"], 2)
 
 
 def main() -> None:

@@ -88,6 +88,9 @@ def parse_args(p: argparse.ArgumentParser) -> argparse.Namespace:
                    help="folder with the data set's files (read-only is fine)")
     p.add_argument("--dataset", choices=sorted(DATASETS), default="fashion-mnist",
                    help="fashion-mnist / mnist (IDX files) or cifar10-5k (the shared subset)")
+    p.add_argument("--split", choices=["test", "val"], default="test",
+                   help="val: train on the train split less selfsup's validation 10 %% "
+                        "(PROTOCOLS.md), as selfsup's probes do")
     p.add_argument("--epochs", type=float, default=None,
                    help="equal-images mode: train this many epochs (cosine over them)")
     p.add_argument("--budget-s", type=float, default=None,
@@ -133,13 +136,19 @@ def setup(args: argparse.Namespace) -> np.ndarray:
     random.seed(args.seed)
     np.random.seed(args.seed)  # lightly's GaussianBlur / rotations draw from numpy
     torch.manual_seed(args.seed)  # torchvision transforms and DataLoader shuffling
-    if args.dataset != "cifar10-5k":
+    if args.dataset != "cifar10-5k" and args.split == "test":
         return read_idx_images(args.data_root / "train-images-idx3-ubyte.gz")
     sys.path.insert(0, str(args.src))  # selfsup's reader: the same pixels selfsup trains on
     from selfsup.data import load_dataset
+    from selfsup.data.subsets import validation_split
 
-    data = load_dataset("cifar10", args.data_root, split="train", verify="warn")
-    return data.images.permute(0, 2, 3, 1).numpy()  # (N, 32, 32, 3) uint8
+    name = "cifar10" if args.dataset == "cifar10-5k" else args.dataset
+    data = load_dataset(name, args.data_root, split="train", verify="warn")
+    images = data.images
+    if args.split == "val":  # the validation 10 % are the k-NN queries: never trained on
+        images = images[validation_split(data.labels)[0]]
+    images = images.permute(0, 2, 3, 1).numpy()  # (N, H, W, C) uint8
+    return images[..., 0] if images.shape[-1] == 1 else images
 
 
 def load_backbone(args: argparse.Namespace) -> nn.Module:
