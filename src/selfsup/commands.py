@@ -197,8 +197,8 @@ def presets(args, extra: list[str]) -> int:
 
 
 def plot(args, extra: list[str]) -> int:
+    from selfsup.outputs import check_out, write_error
     from selfsup.plots import plot_runs
-    from selfsup.stages.checks import check_out, write_error
 
     missing = [r for r in args.runs if not RunFolder(Path(r)).metrics.is_file()]
     if missing:

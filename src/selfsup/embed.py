@@ -26,8 +26,8 @@ from torch import Tensor, nn
 from selfsup.cluster.teacher import Teacher, layer_features, load_teacher
 from selfsup.data import DATASETS, ImageSet, load_dataset
 from selfsup.errors import ConfigError, DataError
-from selfsup.experiment import resolve_device
-from selfsup.stages.checks import check_device, check_out, make_folder, remove_made
+from selfsup.experiment import check_device, resolve_device
+from selfsup.outputs import check_out, make_folder, remove_made
 
 FORMATS = (".npy", ".csv", ".parquet")
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import inspect
 import math
+import re
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -191,6 +192,16 @@ def make_backbone(cfg: Config, in_channels: int) -> nn.Module:
     if not m.backbone.startswith("resnet"):
         kwargs = {}  # adapters and user backbones take their own arguments
     return build_backbone(m.backbone, **kwargs)
+
+
+# what resolve_device takes (the train.device rule of the config checks)
+DEVICES = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
+
+
+def check_device(name: str | None, option: str = "--device") -> None:
+    """Refuse a device torch would reject only later, after the model and data are loaded."""
+    if name is not None and DEVICES.fullmatch(name) is None:
+        raise ConfigError(f"{option} must be auto, cpu, cuda, cuda:N or mps, got {name!r}")
 
 
 def resolve_device(name: str) -> torch.device:

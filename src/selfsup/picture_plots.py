@@ -43,7 +43,7 @@ def _save(fig, path: Path) -> Path:
     """Write ``fig`` as a 256-colour PNG: a third of the bytes, no visible change here."""
     from PIL import Image
 
-    from selfsup.stages.checks import make_folder, remove_made, write_error
+    from selfsup.outputs import make_folder, remove_made, write_error
 
     buffer = io.BytesIO()
     fig.savefig(buffer, dpi=DPI, format="png")

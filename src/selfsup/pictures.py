@@ -22,10 +22,10 @@ from torch import Tensor
 from selfsup.cluster.teacher import Teacher, layer_features, load_teacher
 from selfsup.data import ImageSet
 from selfsup.errors import ConfigError, DataError
-from selfsup.experiment import load_split, resolve_device
+from selfsup.experiment import check_device, load_split, resolve_device
+from selfsup.outputs import check_out
 from selfsup.picture_plots import draw_map, draw_neighbours, draw_rows, pyplot
 from selfsup.runs import RunFolder, run_config
-from selfsup.stages.checks import check_device, check_out
 
 MAPS = ("auto", "umap", "tsne", "none")
 # Issue 23: --k 100000 drew a grid of 100000 columns for ever. Past these a figure is too wide

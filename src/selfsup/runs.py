@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING
 
 from selfsup.config import Config, load_config
 from selfsup.errors import ConfigError, DataError
+from selfsup.outputs import nearest_existing, read_only
 
 if TYPE_CHECKING:
     import torch
@@ -78,20 +79,12 @@ class RunFolder:
 NAME_MAX = 255  # bytes in one file name on ext4, XFS, btrfs, APFS and tmpfs (POSIX NAME_MAX)
 
 
-def _nearest_existing(path: Path) -> Path:
-    """``path`` or its closest ancestor that exists (a dangling link counts: it is there)."""
-    p = path.absolute()
-    while not (p.exists() or p.is_symlink()) and p != p.parent:
-        p = p.parent
-    return p
-
-
 def _name_max(folder: str | Path | None) -> int:
     """The longest file name, in bytes, that ``folder``'s file system takes (else NAME_MAX)."""
     if folder is None:
         return NAME_MAX
     try:
-        return int(os.pathconf(_nearest_existing(Path(folder)), "PC_NAME_MAX"))
+        return int(os.pathconf(nearest_existing(Path(folder)), "PC_NAME_MAX"))
     except (OSError, ValueError):  # no such limit reported (e.g. not POSIX)
         return NAME_MAX
 
@@ -115,20 +108,13 @@ def check_writable_folder(path: str | Path, key: str) -> None:
     """That ``path`` is a folder that exists or can be created, and can be written in;
     checked without writing anything, so a bad ``key`` stops a run before it writes."""
     path = Path(path)
-    found = _nearest_existing(path)
+    found = nearest_existing(path)
     if not found.is_dir():
         where = "it is a file" if found == path.absolute() else f"{found} is a file"
         raise DataError(f"{key} {path}: cannot write there ({where}, not a folder)")
     if not os.access(found, os.W_OK | os.X_OK):
-        why = "a read-only file system" if _read_only(found) else "no write permission"
+        why = "a read-only file system" if read_only(found) else "no write permission"
         raise DataError(f"{key} {path}: cannot write there ({found}: {why})")
-
-
-def _read_only(path: Path) -> bool:
-    try:
-        return bool(os.statvfs(path).f_flag & os.ST_RDONLY)
-    except (OSError, AttributeError):  # AttributeError: no statvfs (Windows)
-        return False
 
 
 def check_run_target(cfg: Config) -> None:

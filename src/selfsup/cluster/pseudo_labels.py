@@ -24,9 +24,9 @@ from selfsup.cluster.kmeans import kmeans_fit, nearest_centroids
 from selfsup.cluster.teacher import layer_features, load_teacher
 from selfsup.config import Config, DataConfig, save_config
 from selfsup.errors import ConfigError, DataError
-from selfsup.experiment import load_split, resolve_device
+from selfsup.experiment import check_device, load_split, resolve_device
+from selfsup.outputs import check_out, make_folder, write_error
 from selfsup.runs import RunFolder
-from selfsup.stages.checks import check_device, check_out, make_folder, write_error
 from selfsup.train.checkpoint import atomic_save, atomic_write_text
 
 

@@ -18,6 +18,7 @@ import torch
 
 from selfsup.cluster.pseudo_labels import load_pseudo_labels
 from selfsup.experiment import (
+    check_device,
     eval_augmentation,
     load_data,
     make_backbone,
@@ -33,7 +34,6 @@ from selfsup.stages import (
     new_stage_dir,
     run_stage,
 )
-from selfsup.stages.checks import check_device
 from selfsup.stages.run import recipe_info
 from selfsup.train.supervised import SupervisedRecipe
 

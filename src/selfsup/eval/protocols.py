@@ -17,9 +17,8 @@ from selfsup.errors import ConfigError, DataError
 from selfsup.eval.features import extract_features
 from selfsup.eval.knn import knn_accuracy
 from selfsup.eval.linear import linear_probe
-from selfsup.experiment import eval_augmentation, load_data, resolve_device
+from selfsup.experiment import check_device, eval_augmentation, load_data, resolve_device
 from selfsup.runs import LAST, RunFolder, load_run_backbone
-from selfsup.stages.checks import check_device
 from selfsup.train.checkpoint import atomic_write_text
 from selfsup.train.supervised import SupervisedRecipe
 

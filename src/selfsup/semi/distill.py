@@ -18,7 +18,7 @@ import torch
 
 from selfsup.data.subsets import load_subset
 from selfsup.errors import ConfigError
-from selfsup.experiment import load_data, make_backbone, resolve_device
+from selfsup.experiment import check_device, load_data, make_backbone, resolve_device
 from selfsup.losses import distillation_loss
 from selfsup.models import check_backbone_name
 from selfsup.runs import RunFolder
@@ -30,7 +30,6 @@ from selfsup.stages import (
     new_stage_dir,
     run_stage,
 )
-from selfsup.stages.checks import check_device
 from selfsup.stages.run import accuracy_on_test, recipe_info
 from selfsup.train.supervised import SupervisedRecipe
 

@@ -16,7 +16,7 @@ import torch
 
 from selfsup.data.subsets import class_balanced_subset, load_subset, save_subset
 from selfsup.errors import ConfigError
-from selfsup.experiment import load_data, resolve_device
+from selfsup.experiment import check_device, load_data, resolve_device
 from selfsup.runs import RunFolder
 from selfsup.stages import (
     check_stage_dir,
@@ -27,7 +27,6 @@ from selfsup.stages import (
     pretrained_model,
     run_stage,
 )
-from selfsup.stages.checks import check_device
 from selfsup.stages.run import accuracy_on_test, recipe_info
 from selfsup.train.supervised import SupervisedRecipe
 

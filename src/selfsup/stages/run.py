@@ -28,8 +28,8 @@ from selfsup.config import Config, save_config
 from selfsup.data.loader import place_images
 from selfsup.errors import ConfigError
 from selfsup.experiment import Data, eval_augmentation, input_spec
+from selfsup.outputs import check_out, make_folder, write_error
 from selfsup.runs import RunFolder
-from selfsup.stages.checks import check_out, make_folder, write_error
 from selfsup.stages.classifier import Classifier, evaluate_classifier
 from selfsup.train.checkpoint import atomic_save, atomic_write_text
 from selfsup.train.logging import MetricsLogger

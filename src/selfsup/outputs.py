@@ -1,37 +1,28 @@
-"""Up-front checks of a stage command's output path and device, and the one-line errors of
-creating the output late.
+"""Where selfsup may write: checks of an output path made before any work (they create
+nothing), and the one-line errors of creating the output late.
 
 Issue 23 (items 5, 8, 9): an ``--out`` below a regular file or in a read-only folder once
-failed with a traceback after minutes of feature extraction, and ``--device tpu`` with
-torch's own error. The rule of every stage is "a bad input writes nothing", so
-:func:`check_out` only looks (it creates no folder): the output is made by
-:func:`make_folder` when there is something to write, and a failure there (a race, a disk
-that turns read-only) is still one line.
+failed with a traceback after minutes of feature extraction. The rule of every stage is
+"a bad input writes nothing", so :func:`check_out` only looks (it creates no folder): the
+output is made by :func:`make_folder` when there is something to write, and a failure there
+(a race, a disk that turns read-only) is still one line.
 """
 
 from __future__ import annotations
 
 import errno
 import os
-import re
 from pathlib import Path
 
-from selfsup.errors import ConfigError, DataError
-
-# what selfsup.experiment.resolve_device takes (the train.device rule of the config checks)
-DEVICES = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
+from selfsup.errors import DataError
 
 
-def check_device(name: str | None, option: str = "--device") -> None:
-    """Refuse a device torch would reject only later, after the model and data are loaded."""
-    if name is not None and DEVICES.fullmatch(name) is None:
-        raise ConfigError(f"{option} must be auto, cpu, cuda, cuda:N or mps, got {name!r}")
-
-
-def _nearest_existing(path: Path) -> Path:
-    """``path`` or the closest folder above it that exists (what a ``mkdir -p`` starts from)."""
+def nearest_existing(path: Path) -> Path:
+    """``path`` or the closest folder above it that exists (what a ``mkdir -p`` starts from;
+    a dangling link counts: mkdir would fail on it), as an absolute path."""
+    path = path.absolute()
     while not (path.exists() or path.is_symlink()) and path != path.parent:
-        path = path.parent  # a dangling link is there: mkdir would fail on it
+        path = path.parent
     return path
 
 
@@ -46,12 +37,20 @@ def check_out(path: str | Path, what: str, *, folder: bool = True) -> Path:
             raise DataError(f"{path}: cannot write {what} (it exists and is not a folder)")
         if not folder and path.is_dir():
             raise DataError(f"{path}: cannot write {what} (it is a folder; name a file)")
-    start = path if folder and path.is_dir() else _nearest_existing(path.parent)
+    start = path if folder and path.is_dir() else nearest_existing(path.parent)
     if not start.is_dir():
         raise DataError(f"{path}: cannot write {what} ({start} is a file, not a folder)")
     if not os.access(start, os.W_OK | os.X_OK):
         raise DataError(f"{path}: cannot write {what} ({start} is not writable)")
     return path
+
+
+def read_only(path: Path) -> bool:
+    """Whether ``path`` lies on a file system mounted read-only."""
+    try:
+        return bool(os.statvfs(path).f_flag & os.ST_RDONLY)
+    except (OSError, AttributeError):  # AttributeError: no statvfs (Windows)
+        return False
 
 
 def write_error(path: Path, what: str, exc: OSError) -> DataError:
