@@ -26,7 +26,9 @@ DATASETS = {
 SETTING = ["--model.width", "0.25", "--train.batch_size", "256", "--eval.knn_every", "0",
            "--eval.knn_k", "200", "--eval.knn_temperature", "0.1", "--run.progress", "false",
            "--eval.split", "val"]
-PEER_PYTHON = Path(os.environ.get("SELFSUP_LIGHTLY_PYTHON", "/work/venvs/lightly/bin/python"))
+# the peer's venv: $SELFSUP_LIGHTLY_PYTHON, else ../venvs/lightly beside the checkout
+PEER_PYTHON = Path(os.environ.get("SELFSUP_LIGHTLY_PYTHON")
+                   or ROOT.parent / "venvs" / "lightly" / "bin" / "python")
 
 
 def shared_data(name: str) -> Path:

@@ -1,8 +1,8 @@
 """Peer benchmark: lightly's own documented SimCLR recipe on Fashion-MNIST.
 
 Runs INSIDE the separate lightly venv (see README.md here), never in selfsup's venv:
-    /work/venvs/lightly/bin/python benchmarks/peers/lightly_simclr.py \
-        --data-root /work/shared/data/fashion-mnist --budget-s 600 --threads 1 --out DIR
+    ../venvs/lightly/bin/python benchmarks/peers/lightly_simclr.py \
+        --data-root ../shared/data/fashion-mnist --budget-s 600 --threads 1 --out DIR
 The backbone is selfsup's ResNet imported from the repo source (<repo>/src, not an installed
 selfsup); transform, head, loss, optimiser and DataLoader are lightly's, as in its
 examples/pytorch/simclr.py. lightly_moco.py reuses the helpers defined here.
