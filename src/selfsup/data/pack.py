@@ -94,10 +94,15 @@ def pack_folder(src: str | Path, out: str | Path, size: int | str, *, workers: i
 
 
 def _finished(out: Path, digest: str) -> bool:
+    return _recorded_hash(out / "meta.json") == digest
+
+
+def _recorded_hash(record: Path) -> str | None:
+    """The listing hash a store's ``meta.json`` / ``state.json`` names (None if unreadable)."""
     try:
-        return json.loads((out / "meta.json").read_text()).get("listing_hash") == digest
+        return json.loads(record.read_text()).get("listing_hash")
     except (OSError, ValueError, AttributeError):
-        return False
+        return None
 
 
 def _pack(src: Path, out: Path, splits: dict[str, Listing], settings: dict, digest: str,
@@ -164,11 +169,7 @@ def _check_settings(size, channels, decoder: str, workers: int | None) -> None:
 def _start_or_resume(src: Path, out: Path, digest: str, settings: dict) -> Path:
     """``state.json`` of a pack of this listing: the interrupted one's, or a fresh start."""
     state = out / "state.json"
-    try:
-        same = json.loads(state.read_text()).get("listing_hash") == digest
-    except (OSError, ValueError, AttributeError):
-        same = False
-    if not same:
+    if _recorded_hash(state) != digest:
         clear(out)  # another listing or other settings: start over (only our own files)
         write_json(state, {"listing_hash": digest, "source": str(src.resolve()),
                            "settings": settings})

@@ -45,9 +45,12 @@ def _marker(out: Path) -> dict | None:
             record = json.loads((out / name).read_text())
         except (OSError, ValueError):
             continue
-        if isinstance(record, dict) and FORMAT in (
-                record.get("format"), (record.get("settings") or {}).get("format")
-                if isinstance(record.get("settings"), dict) else None):
+        if not isinstance(record, dict):
+            continue
+        settings = record.get("settings")  # state.json names its format only in its settings
+        fmt = record.get("format") or (settings.get("format") if isinstance(settings, dict)
+                                       else None)
+        if fmt == FORMAT:
             return {**record, "finished": name == "meta.json"}
     return None
 
